@@ -1,0 +1,86 @@
+"""The ``i2i`` console script: one entry point that dispatches to each part's own ``main(argv)``.
+
+Subcommands import lazily, so ``i2i --help`` stays fast and one missing optional part does not
+break the others.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+from dataclasses import dataclass
+
+from i2i.errors import InputError, NotBuiltError
+
+EXIT_BAD_INPUT = 2
+EXIT_NOT_BUILT = 3
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    target: str  # "module:function"; the function takes argv (list[str]) and returns an exit code
+    summary: str
+
+
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "data": Subcommand("i2i.data.cli:main", "generate sample datasets: fashion-notes, movielens"),
+    "cooccur": Subcommand("pipelines.cooccur:main", "Beam job: co-occurrence scores and related notes (paper eq. 2)"),
+    "pairs": Subcommand("pipelines.pairs:main", "Beam job: training pairs with train/val/test splits"),
+    "train": Subcommand("embedding.train_cli:main", "train the representation model into a checkpoint directory"),
+    "embed": Subcommand("embedding.embed_cli:main", "batch job: embed notes into an embedding table"),
+    "index": Subcommand("index.cli:main", "FAISS IVF index: build, update, rebuild, info, rollback"),
+    "serve": Subcommand("recall_server.cli:serve_main", "gRPC recall server"),
+    "recall": Subcommand("recall_server.cli:recall_main", "client: recall notes for a history from a server"),
+    "eval": Subcommand("embedding.eval_cli:main", "Recall@100/1k/10k on all, short-query and short-target pairs"),
+    "demo": Subcommand("i2i.demo:main", "the whole pipeline end to end on generated sample data"),
+    "run": Subcommand("i2i.daily:main", "the scheduled daily run for one date partition"),
+}
+
+
+def usage() -> str:
+    width = max(len(name) for name in SUBCOMMANDS)
+    lines = ["usage: i2i <command> [options]   (i2i <command> --help for its options)", "", "commands:"]
+    lines += [f"  {name.ljust(width)}  {sub.summary}" for name, sub in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
+def resolve(name: str):
+    """Imports a subcommand's function; a part that is not installed raises NotBuiltError."""
+    module_name, function_name = SUBCOMMANDS[name].target.split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
+            raise NotBuiltError(f"'i2i {name}' is not built in this installation yet") from exc
+        raise
+    function = getattr(module, function_name, None)
+    if function is None:
+        raise NotBuiltError(f"'i2i {name}' is not built in this installation yet")
+    return function
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(usage())
+        return 0 if argv else EXIT_BAD_INPUT
+    name, rest = argv[0], argv[1:]
+    if name not in SUBCOMMANDS:
+        print(f"i2i: error: unknown command '{name}'\n\n{usage()}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        return int(resolve(name)(rest) or 0)
+    except NotBuiltError as exc:
+        print(f"i2i {name}: error: {exc}", file=sys.stderr)
+        return EXIT_NOT_BUILT
+    except InputError as exc:
+        print(f"i2i {name}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"i2i {name}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

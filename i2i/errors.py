@@ -1,0 +1,9 @@
+"""Errors that the command line turns into a one-line reason and a non-zero exit."""
+
+
+class InputError(Exception):
+    """Bad input from the user (a path, a record, an option): the message names the problem."""
+
+
+class NotBuiltError(InputError):
+    """A subcommand of the contract whose implementation is not installed."""

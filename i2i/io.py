@@ -1,0 +1,68 @@
+"""Reading and writing contract tables: directories of Parquet files, written atomically."""
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from i2i.errors import InputError
+
+
+def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:
+    """Reads a table directory (or one .parquet file) as one Arrow table; hidden and temp files are ignored."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"table not found: {path}")
+    try:
+        dataset = ds.dataset(str(path), format="parquet", exclude_invalid_files=False,
+                             ignore_prefixes=[".", "_"])
+        return dataset.to_table(columns=columns)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"cannot read Parquet table {path}: {exc}") from exc
+
+
+@contextmanager
+def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Yields a temporary sibling directory; on success it replaces ``final`` in one rename step.
+
+    A crash or kill inside the block leaves ``final`` as it was (the temporary directory is
+    hidden by its leading dot, so readers never see it).
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".{final.name}.tmp-{uuid.uuid4().hex[:8]}"
+    tmp.mkdir()
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    replace_dir(tmp, final)
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    """Moves ``new`` to ``final``; an existing ``final`` is moved aside first and deleted after."""
+    old = None
+    if final.exists():
+        old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+        os.rename(final, old)
+    os.rename(new, final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def write_table(table: pa.Table, final: str | os.PathLike, rows_per_file: int = 1_000_000) -> Path:
+    """Writes ``table`` as a Parquet table directory, atomically replacing any previous one."""
+    with atomic_dir(final) as tmp:
+        if table.num_rows == 0:
+            pq.write_table(table, tmp / "part-00000.parquet")
+        for i, start in enumerate(range(0, table.num_rows, rows_per_file)):
+            pq.write_table(table.slice(start, rows_per_file), tmp / f"part-{i:05d}.parquet")
+    return Path(final)

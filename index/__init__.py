@@ -1,0 +1,1 @@
+"""The FAISS IVF index of note embeddings: versioned, atomically published snapshots."""

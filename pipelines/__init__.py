@@ -1,0 +1,1 @@
+"""Apache Beam jobs: co-occurrence scores (paper eq. 2) and training pairs."""
