@@ -16,6 +16,22 @@ import numpy as np
 from i2i.errors import InputError
 
 
+class TableUnavailable(InputError):
+    """The table's storage cannot be reached (server down, refused, timed out, wrong password).
+
+    The recall server maps it to gRPC UNAVAILABLE; the command line prints it as one line.
+    """
+
+
+class ModelVersionMismatch(InputError):
+    """The table holds embeddings, but none of the model version asked for: vectors of another
+    model live in another space, so lookups against them are refused."""
+
+
+class DimensionMismatch(InputError):
+    """Vectors whose width differs from what the table already holds."""
+
+
 @dataclass
 class Lookup:
     """Result of ``get_many``: rows of ``vectors`` follow ``found_ids``; ``missing_ids`` had no embedding."""
@@ -32,7 +48,11 @@ class EmbeddingTable(abc.ABC):
 
     @abc.abstractmethod
     def get_many(self, note_ids: Sequence[str], model_version: str) -> Lookup:
-        """Looks up many ids in one round trip; order of found ids follows the request."""
+        """Looks up many ids in one round trip; order of found ids follows the request.
+
+        Raises ModelVersionMismatch when the table holds embeddings of other model versions but
+        none of this one (an empty table just reports every id missing).
+        """
 
     @abc.abstractmethod
     def put_many(self, note_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> None:
@@ -62,10 +82,13 @@ class EmbeddingTable(abc.ABC):
         """Refuses lookups against a table that holds no embeddings of this model version."""
         present = self.model_versions()
         if model_version not in present:
-            raise InputError(
+            raise ModelVersionMismatch(
                 f"embedding table {self.url} has no embeddings for model version {model_version!r} "
                 f"(it holds {present or 'none'})"
             )
+
+    def compact(self) -> None:
+        """Rewrites an append log to one row per key; backends without one have nothing to do."""
 
     def close(self) -> None:
         """Releases connections and flushes buffers."""
@@ -77,13 +100,38 @@ class EmbeddingTable(abc.ABC):
         self.close()
 
 
+def check_vectors(note_ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
+    """Validates a ``put_many`` batch and returns the vectors as a C-contiguous float32 matrix."""
+    matrix = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    if matrix.ndim != 2:
+        raise InputError(f"embeddings must be a 2-D matrix, got shape {matrix.shape}")
+    if matrix.shape[0] != len(note_ids):
+        raise InputError(f"{len(note_ids)} note ids but {matrix.shape[0]} embedding rows")
+    if matrix.shape[1] == 0:
+        raise InputError("embeddings have zero width")
+    if not np.isfinite(matrix).all():
+        bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
+        raise InputError(f"embedding of note {note_ids[bad]!r} has NaN or infinite values")
+    for note_id in note_ids:
+        if not isinstance(note_id, str) or not note_id.strip():
+            raise InputError(f"note id {note_id!r} is not a non-empty string")
+    return matrix
+
+
+REDIS_SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+
+
 def open_table(url: str) -> EmbeddingTable:
-    """Opens an embedding table from its TABLE url."""
+    """Opens an embedding table from its TABLE url.
+
+    ``parquet:DIR``; ``redis://[:password@]host:port/db[?prefix=P&ttl=SECONDS&cluster=1]``,
+    ``rediss://`` for TLS, ``redis+cluster://`` (or ``cluster=1``) for Redis Cluster.
+    """
     if url.startswith("parquet:"):
         from embedding.parquet_table import ParquetEmbeddingTable
 
         return ParquetEmbeddingTable(url[len("parquet:"):])
-    if url.startswith(("redis://", "rediss://")):
+    if url.startswith(REDIS_SCHEMES):
         from embedding.redis_table import RedisEmbeddingTable
 
         return RedisEmbeddingTable(url)

@@ -1,0 +1,150 @@
+"""The Parquet embedding table: appends, last write wins, deletes, compaction, crash leftovers."""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import pyarrow.dataset as ds
+import pytest
+
+from embedding.parquet_table import JOURNAL_NAME, ParquetEmbeddingTable
+from embedding.table import DimensionMismatch, ModelVersionMismatch, open_table
+from i2i.errors import InputError
+from i2i.schemas import embeddings_schema, validate
+
+DIM = 8
+
+
+def vectors(n: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).standard_normal((n, DIM)).astype(np.float32)
+
+
+def plain_rows(directory) -> list[tuple[str, str]]:
+    """What any pyarrow dataset reader of the directory sees."""
+    table = ds.dataset(str(directory), format="parquet").to_table()
+    assert validate(table, "embeddings", embeddings_schema(DIM)).ok
+    return sorted(zip(table.column("note_id").to_pylist(), table.column("model_version").to_pylist()))
+
+
+@pytest.fixture
+def table(tmp_path) -> ParquetEmbeddingTable:
+    return open_table(f"parquet:{tmp_path / 'emb'}")
+
+
+def test_open_table_picks_the_parquet_backend(tmp_path):
+    assert isinstance(open_table(f"parquet:{tmp_path}/t"), ParquetEmbeddingTable)
+    with pytest.raises(InputError, match="unknown embedding table url"):
+        open_table(f"{tmp_path}/t")
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(InputError, match="not a directory"):
+        open_table(f"parquet:{tmp_path}/file")
+
+
+def test_empty_table_reports_everything_missing(table):
+    lookup = table.get_many(["a", "b"], "m1")
+    assert lookup.found_ids == [] and lookup.missing_ids == ["a", "b"]
+    assert table.count("m1") == 0 and table.model_versions() == [] and list(table.scan("m1")) == []
+
+
+def test_round_trip_follows_request_order(table):
+    data = vectors(5)
+    table.put_many(["a", "b", "c", "d", "e"], data, "m1")
+    lookup = table.get_many(["e", "x", "a", "c"], "m1")
+    assert lookup.found_ids == ["e", "a", "c"] and lookup.missing_ids == ["x"]
+    np.testing.assert_array_equal(lookup.vectors, data[[4, 0, 2]])
+    assert lookup.vectors.dtype == np.float32
+    assert table.count("m1") == 5 and table.model_versions() == ["m1"]
+    assert plain_rows(table.directory) == [(i, "m1") for i in "abcde"]
+
+
+def test_last_write_wins_across_appends_and_within_a_batch(table):
+    first, second = vectors(3, seed=1), vectors(3, seed=2)
+    table.put_many(["a", "b", "c"], first, "m1")
+    table.put_many(["b", "x", "b"], second, "m1")
+    lookup = table.get_many(["a", "b", "x"], "m1")
+    np.testing.assert_array_equal(lookup.vectors, np.stack([first[0], second[2], second[1]]))
+    assert table.count("m1") == 4
+    ids = [i for batch, _ in table.scan("m1", batch_size=3) for i in batch]
+    assert sorted(ids) == ["a", "b", "c", "x"]
+
+
+def test_another_instance_sees_new_writes(table):
+    reader = ParquetEmbeddingTable(table.directory)
+    table.put_many(["a"], vectors(1), "m1")
+    assert reader.count("m1") == 1
+    table.put_many(["a"], vectors(1, seed=5), "m1")
+    np.testing.assert_array_equal(reader.get_many(["a"], "m1").vectors, vectors(1, seed=5))
+
+
+def test_model_versions_are_kept_apart_and_guarded(table):
+    table.put_many(["a", "b"], vectors(2), "m1")
+    table.put_many(["a"], vectors(1, seed=3), "m2")
+    assert table.model_versions() == ["m1", "m2"]
+    assert table.count("m1") == 2 and table.count("m2") == 1
+    np.testing.assert_array_equal(table.get_many(["a"], "m2").vectors, vectors(1, seed=3))
+    with pytest.raises(ModelVersionMismatch, match="no embeddings for model version 'm3'"):
+        table.get_many(["a"], "m3")
+    with pytest.raises(ModelVersionMismatch):
+        table.require_model_version("m3")
+
+
+def test_delete_never_comes_back(table):
+    table.put_many(["a", "b", "c"], vectors(3), "m1")
+    table.put_many(["b"], vectors(1, seed=4), "m1")
+    table.put_many(["b"], vectors(1, seed=4), "m2")
+    assert table.delete_many(["b", "zz"], "m1") == 1
+    assert table.get_many(["b"], "m1").missing_ids == ["b"]
+    assert table.get_many(["b"], "m2").found_ids == ["b"]
+    assert ("b", "m1") not in plain_rows(table.directory)
+    table.compact()
+    assert table.get_many(["b"], "m1").missing_ids == ["b"] and table.count("m1") == 2
+    assert table.delete_many(["b"], "m1") == 0
+
+
+def test_deleting_every_row_of_a_version_removes_it(table):
+    table.put_many(["a"], vectors(1), "m1")
+    table.put_many(["a"], vectors(1), "m2")
+    assert table.delete_many(["a"], "m1") == 1
+    assert table.model_versions() == ["m2"]
+
+
+def test_compaction_keeps_one_row_per_key(table):
+    for seed in range(4):
+        table.put_many(["a", "b"], vectors(2, seed=seed), "m1")
+    table.put_many(["c"], vectors(1), "m2")
+    report = table.compact()
+    assert (report.rows_before, report.rows_after, report.parts_before, report.parts_after) == (9, 3, 5, 1)
+    assert plain_rows(table.directory) == [("a", "m1"), ("b", "m1"), ("c", "m2")]
+    np.testing.assert_array_equal(table.get_many(["a", "b"], "m1").vectors, vectors(2, seed=3))
+    table.put_many(["a"], vectors(1, seed=9), "m1")  # writes after compaction still win
+    np.testing.assert_array_equal(table.get_many(["a"], "m1").vectors, vectors(1, seed=9))
+
+
+def test_crash_leftovers_are_invisible_and_a_delete_journal_is_finished(table):
+    table.put_many(["a", "b"], vectors(2), "m1")
+    # A writer killed mid-write leaves a hidden temp part; a killed delete leaves its journal.
+    (table.directory / ".part-0000000009-deadbeef.parquet.tmp").write_bytes(b"PAR1 half written")
+    (table.directory / JOURNAL_NAME).write_text(json.dumps({"model_version": "m1", "note_ids": ["a"]}))
+    reader = ParquetEmbeddingTable(table.directory)
+    assert reader.get_many(["a", "b"], "m1").found_ids == ["b"]
+    assert reader.has_ids("m1") == {"b"}
+    table.put_many(["c"], vectors(1), "m1")  # the next writer finishes the delete first
+    assert not (table.directory / JOURNAL_NAME).exists()
+    assert plain_rows(table.directory) == [("b", "m1"), ("c", "m1")]
+
+
+def test_bad_input_is_refused(table):
+    with pytest.raises(InputError, match="2 note ids but 3"):
+        table.put_many(["a", "b"], vectors(3), "m1")
+    with pytest.raises(InputError, match="NaN"):
+        table.put_many(["a"], np.full((1, DIM), np.nan, np.float32), "m1")
+    with pytest.raises(InputError, match="non-empty"):
+        table.put_many([""], vectors(1), "m1")
+    with pytest.raises(InputError, match="model version"):
+        table.put_many(["a"], vectors(1), "")
+    table.put_many(["a"], vectors(1), "m1")
+    with pytest.raises(DimensionMismatch, match="holds 8-dimensional"):
+        table.put_many(["b"], np.zeros((1, 4), np.float32), "m2")
+    assert os.listdir(table.directory).count("_lock") == 1
+    assert table.count("m1") == 1
