@@ -66,3 +66,19 @@ def write_table(table: pa.Table, final: str | os.PathLike, rows_per_file: int = 
         for i, start in enumerate(range(0, table.num_rows, rows_per_file)):
             pq.write_table(table.slice(start, rows_per_file), tmp / f"part-{i:05d}.parquet")
     return Path(final)
+
+
+def write_events_by_day(events: pa.Table, final: str | os.PathLike) -> Path:
+    """Writes an events table hive-partitioned by UTC day (``dt=YYYY-MM-DD/``), atomically as a whole.
+
+    Daily jobs read one partition; ``read_table`` on the directory still reads all of them.
+    """
+    import pyarrow.compute as pc
+
+    day = pc.strftime(events.column("ts"), format="%Y-%m-%d", locale="C")
+    with atomic_dir(final) as tmp:
+        for value in sorted(set(day.to_pylist())):
+            part = events.filter(pc.equal(day, value))
+            (tmp / f"dt={value}").mkdir()
+            pq.write_table(part, tmp / f"dt={value}" / "part-00000.parquet")
+    return Path(final)
