@@ -1,0 +1,96 @@
+"""The recall server's settings, validated once at start so a bad option fails before binding a port."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from i2i.errors import InputError
+
+MERGE_STRATEGIES = ("max", "sum", "round_robin")
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+@dataclass
+class ServerConfig:
+    """Everything ``i2i serve`` can be told; defaults are safe for a single loopback host."""
+
+    index_dir: str
+    table_url: str
+    host: str = "127.0.0.1"
+    port: int = 50051  # 0 = any free port (the bound port is reported)
+    max_history: int = 100  # longer histories keep the most recent ones
+    max_k: int = 1000
+    # Neighbours per history note when the request says 0; 0 here = k + number of history notes,
+    # enough for `max` merging to equal an exact search over all history notes.
+    default_per_query_k: int = 0
+    max_per_query_k: int = 4000
+    merge: str = "max"
+    # Weight of history position p (0 = most recent) is 0.5 ** (p / half_life); None = no weighting.
+    recency_half_life: float | None = None
+    nprobe: int | None = None  # None = the index's own default
+    max_message_bytes: int = 4 * 1024 * 1024
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    auth_tokens: tuple[str, ...] = field(default_factory=tuple)
+    reload_interval_seconds: float = 2.0
+    reload_retry_seconds: float = 30.0  # a version that failed to load is retried after this long
+    metrics_port: int | None = None
+    workers: int = 8
+    search_threads: int = 1  # FAISS threads per search; requests already run in parallel
+    grace_seconds: float = 10.0  # SIGTERM: how long requests in flight may take to finish
+    access_log: bool = False  # one JSON line per request at INFO
+
+    def validate(self) -> "ServerConfig":
+        """Raises InputError naming the first bad setting."""
+        if not Path(self.index_dir).is_dir():
+            raise InputError(f"--index-dir {self.index_dir} is not a directory")
+        if self.merge not in MERGE_STRATEGIES:
+            raise InputError(f"--merge must be one of {', '.join(MERGE_STRATEGIES)}, got {self.merge!r}")
+        positive = {"--max-history": self.max_history, "--max-k": self.max_k,
+                    "--max-per-query-k": self.max_per_query_k, "--max-message-bytes": self.max_message_bytes,
+                    "--workers": self.workers, "--search-threads": self.search_threads}
+        for name, value in positive.items():
+            if value <= 0:
+                raise InputError(f"{name} must be positive, got {value}")
+        if not 0 <= self.port <= 65535:
+            raise InputError(f"--port must be in 0..65535, got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise InputError(f"--metrics-port must be in 0..65535, got {self.metrics_port}")
+        if self.default_per_query_k < 0 or self.default_per_query_k > self.max_per_query_k:
+            raise InputError(f"--per-query-k must be in 0..{self.max_per_query_k}, got {self.default_per_query_k}")
+        if self.recency_half_life is not None and self.recency_half_life <= 0:
+            raise InputError(f"--recency-half-life must be positive, got {self.recency_half_life}")
+        if self.nprobe is not None and self.nprobe <= 0:
+            raise InputError(f"--nprobe must be positive, got {self.nprobe}")
+        if self.reload_interval_seconds <= 0:
+            raise InputError(f"--reload-interval must be positive, got {self.reload_interval_seconds}")
+        if self.grace_seconds < 0:
+            raise InputError(f"--grace must not be negative, got {self.grace_seconds}")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InputError("TLS needs both --tls-cert and --tls-key")
+        for path in (self.tls_cert, self.tls_key):
+            if path is not None and not Path(path).is_file():
+                raise InputError(f"TLS file not found: {path}")
+        if any(not token for token in self.auth_tokens):
+            raise InputError("auth tokens must not be empty")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
+
+    @property
+    def loopback_only(self) -> bool:
+        return self.host in LOOPBACK_HOSTS
+
+
+def read_tokens(path: str) -> tuple[str, ...]:
+    """Reads bearer tokens, one per line (blank lines and # comments ignored); kept off the command line."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise InputError(f"cannot read auth token file {path}: {exc}") from exc
+    tokens = tuple(line.strip() for line in lines if line.strip() and not line.strip().startswith("#"))
+    if not tokens:
+        raise InputError(f"auth token file {path} holds no tokens")
+    return tokens

@@ -1,0 +1,159 @@
+"""The index being served, and its hot reload.
+
+A background thread polls ``INDEX_DIR/CURRENT``. When it names another version, that version is
+loaded and its checksums verified on the same background thread, checked against the embedding
+table's model versions, and then swapped in with one reference assignment. A request takes the
+reference once when it starts, so requests in flight finish on the index they began with and the
+old index is freed when the last of them lets go. A load that fails is counted and logged; the old
+index keeps serving and the failed version is retried after ``retry_seconds``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from recall_server.logs import log_event
+from recall_server.metrics import RecallMetrics
+
+logger = logging.getLogger("recall_server.holder")
+
+
+@dataclass(frozen=True)
+class ServedIndex:
+    """One loaded, verified index version and what requests need to know about it."""
+
+    index: Any  # index.search.LoadedIndex: search_labels(queries, k, nprobe) and ids.note_ids_of(labels)
+    version: str
+    model_version: str
+    dim: int
+    ntotal: int
+    loaded_at: float
+
+
+def manifest_field(manifest: Any, name: str, default: Any = None) -> Any:
+    """Reads a manifest field whether the manifest is a mapping or an object."""
+    if isinstance(manifest, dict):
+        return manifest.get(name, default)
+    return getattr(manifest, name, default)
+
+
+class IndexHolder:
+    """Holds the served index and swaps in new versions named by CURRENT."""
+
+    def __init__(self, store: Any, table: Any, metrics: RecallMetrics | None = None,
+                 poll_seconds: float = 2.0, retry_seconds: float = 30.0) -> None:
+        self.store = store
+        self.table = table
+        self.metrics = metrics or RecallMetrics()
+        self.poll_seconds = poll_seconds
+        self.retry_seconds = retry_seconds
+        self._current: ServedIndex | None = None
+        self._failed_at: dict[str, float] = {}
+        self._swap_listeners: list[Callable[[ServedIndex], None]] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._check_lock = threading.Lock()
+        self._last_current_error: str | None = None
+        self.loads_ok = 0
+        self.loads_failed = 0
+
+    @property
+    def current(self) -> ServedIndex | None:
+        """The index to use for one whole request; take it once and keep the reference."""
+        return self._current
+
+    def on_swap(self, listener: Callable[[ServedIndex], None]) -> None:
+        """Calls ``listener(served)`` after every swap (and at once if an index is already served)."""
+        self._swap_listeners.append(listener)
+        if self._current is not None:
+            listener(self._current)
+
+    def check_once(self) -> bool:
+        """Loads and swaps in the version CURRENT names if it is new; returns True when it swapped."""
+        with self._check_lock:
+            version = self._read_current()
+            served = self._current
+            if version is None or (served is not None and served.version == version):
+                return False
+            failed_at = self._failed_at.get(version)
+            if failed_at is not None and time.monotonic() - failed_at < self.retry_seconds:
+                return False
+            try:
+                loaded = self._load(version)
+            except Exception as exc:  # any failure keeps the old index serving
+                self._failed_at[version] = time.monotonic()
+                self.loads_failed += 1
+                self.metrics.reloads.labels(outcome="failed").inc()
+                log_event(logger, logging.ERROR, "index_load_failed", version=version,
+                          serving=served.version if served else None, error=f"{type(exc).__name__}: {exc}")
+                return False
+            self._failed_at.pop(version, None)
+            self._current = loaded  # the atomic swap
+            self.loads_ok += 1
+            self.metrics.reloads.labels(outcome="ok").inc()
+            self.metrics.served(loaded.version, loaded.model_version, loaded.ntotal)
+            log_event(logger, logging.INFO, "index_swapped", version=loaded.version,
+                      previous=served.version if served else None, model_version=loaded.model_version,
+                      ntotal=loaded.ntotal)
+        for listener in self._swap_listeners:
+            listener(loaded)
+        return True
+
+    def _read_current(self) -> str | None:
+        try:
+            version = self.store.current_version()
+        except Exception as exc:  # an index directory without CURRENT yet: wait for the first build
+            message = f"{type(exc).__name__}: {exc}"
+            if message != self._last_current_error:
+                log_event(logger, logging.WARNING, "index_current_unreadable", error=message)
+                self._last_current_error = message
+            return None
+        self._last_current_error = None
+        return version or None
+
+    def _load(self, version: str) -> ServedIndex:
+        started = time.perf_counter()
+        loaded = self.store.load(version)
+        manifest = loaded.manifest
+        model_version = str(manifest_field(manifest, "model_version"))
+        present = self.table.model_versions()
+        if model_version not in present:
+            raise ValueError(f"index version {version} was built with model version {model_version!r}, "
+                             f"but the embedding table {getattr(self.table, 'url', '')} holds "
+                             f"{sorted(present) or 'no model versions'}")
+        ntotal = int(manifest_field(manifest, "ntotal", 0) or 0)
+        log_event(logger, logging.INFO, "index_loaded", version=version, seconds=round(time.perf_counter() - started, 3))
+        return ServedIndex(index=loaded, version=str(getattr(loaded, "version", version)),
+                           model_version=model_version, dim=int(manifest_field(manifest, "dim", 0) or 0),
+                           ntotal=ntotal, loaded_at=time.time())
+
+    def start(self) -> "IndexHolder":
+        """Starts polling CURRENT in the background (the first check runs at once)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="index-reload", daemon=True)
+            self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.check_once()
+            except Exception:  # never let the watcher die
+                logger.exception("index watcher failed")
+            self._stop.wait(self.poll_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def wait_loaded(self, timeout: float) -> bool:
+        """Blocks until an index is served or ``timeout`` seconds pass."""
+        deadline = time.monotonic() + timeout
+        while self._current is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return self._current is not None

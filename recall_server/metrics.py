@@ -1,0 +1,67 @@
+"""Prometheus metrics of one server instance, in its own registry so several servers can share a process."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+@dataclass
+class RecallMetrics:
+    """Requests, latency, errors by status code, the served index, reloads and missing history."""
+
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter("i2i_recall_requests", "Recall requests by final status code", ["code"], registry=r)
+        self.errors = Counter("i2i_recall_errors", "Recall requests that ended with an error, by status code",
+                              ["code"], registry=r)
+        self.latency = Histogram("i2i_recall_latency_seconds", "Recall latency inside the server",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.index_info = Gauge("i2i_recall_index_info", "1 for the index version being served",
+                                ["index_version", "model_version"], registry=r)
+        self.index_loaded = Gauge("i2i_recall_index_loaded", "1 once an index is being served", registry=r)
+        self.index_ntotal = Gauge("i2i_recall_index_notes", "Notes in the served index", registry=r)
+        self.reloads = Counter("i2i_recall_index_reloads", "Index loads by outcome (ok or failed)", ["outcome"],
+                               registry=r)
+        self.missing_history = Counter("i2i_recall_missing_history",
+                                       "History note ids without an embedding for the served model version",
+                                       registry=r)
+        self.history_truncated = Counter("i2i_recall_history_truncated",
+                                         "Requests whose history was cut to the server's limit", registry=r)
+        self.unauthenticated = Counter("i2i_recall_unauthenticated", "Calls refused for a missing or bad token",
+                                       ["method"], registry=r)
+
+    def served(self, index_version: str, model_version: str, ntotal: int) -> None:
+        """Points the index gauges at a newly swapped-in version."""
+        self.index_info.clear()
+        self.index_info.labels(index_version=index_version, model_version=model_version).set(1)
+        self.index_loaded.set(1)
+        self.index_ntotal.set(ntotal)
+
+    def finished(self, code: str, seconds: float) -> None:
+        self.requests.labels(code=code).inc()
+        if code != "OK":
+            self.errors.labels(code=code).inc()
+        self.latency.observe(seconds)
+
+    def value(self, name: str, labels: dict[str, str] | None = None) -> float:
+        """Current value of a sample (0 when absent); used by the summary and by checks."""
+        found = self.registry.get_sample_value(name, labels or {})
+        return 0.0 if found is None else found
+
+    def serve_http(self, port: int, host: str = "127.0.0.1") -> int:
+        """Exposes /metrics on ``host:port`` (0 = any free port); returns the bound port."""
+        self._http, _thread = start_http_server(port, addr=host, registry=self.registry)
+        return self._http.server_port
+
+    def close(self) -> None:
+        """Stops the /metrics endpoint, if one was started."""
+        http = getattr(self, "_http", None)
+        if http is not None:
+            http.shutdown()
+            http.server_close()
+            self._http = None
