@@ -1,0 +1,88 @@
+"""The multimodal large representation model (MLRM) of NoteLLM-2 in all its variants.
+
+basic: basic prompt, the last hidden state is the note embedding (section 2.2).
+micl: mICL prompt; the hidden state before <IMG_EMB> is the visual note embedding n^v, the last
+      one the multimodal embedding n^m (section 3), trained with eq. 9.
+late_fusion: basic prompt plus the gate of eq. 7 fusing the vision encoder's pooled feature.
+notellm2: mICL plus late fusion (the same gate fuses both n^v and n^m).
+only_late_fusion: the LLM reads text only; the image enters through the gate alone.
+text_only: the LLM reads text only, no image at all.
+Every variant ends in a linear projection to ``embed_dim`` and L2 normalisation; n^m (or the
+single embedding) is what gets indexed.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from embedding.backbones import build_llm, build_vision, freeze
+from embedding.config import ModelConfig
+from embedding.connector import LateFusionGate, QFormerConnector
+from embedding.inputs import PreparedBatch
+
+
+@dataclass
+class NoteEmbeddings:
+    multimodal: torch.Tensor  # (B, embed_dim), L2-normalised: the note embedding
+    visual: torch.Tensor | None  # (B, embed_dim), L2-normalised mICL visual embedding, else None
+
+
+class MLRM(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_size: int, pretrained: bool = True,
+                 llm_config_dir: str | None = None, vision_config_dir: str | None = None):
+        super().__init__()
+        self.config = config.validate()
+        self.llm = build_llm(config.llm, vocab_size, pretrained, llm_config_dir)
+        hidden = int(self.llm.config.hidden_size)
+        self.vision = freeze(build_vision(config.vision, pretrained, vision_config_dir)) if config.uses_image else None
+        vision_dim = self.vision.feature_dim if self.vision is not None else 0
+        self.connector = QFormerConnector(config.connector, vision_dim, hidden) if config.image_into_llm else None
+        self.gate = LateFusionGate(vision_dim, hidden) if config.uses_late_fusion else None
+        self.head = nn.Linear(hidden, config.embed_dim)
+        self.tau = nn.Parameter(torch.tensor(float(config.temperature_init)))  # logits scaled by e^tau
+        if config.llm.gradient_checkpointing:
+            self.llm.gradient_checkpointing_enable()
+
+    def train(self, mode: bool = True) -> "MLRM":
+        super().train(mode)
+        if self.vision is not None:
+            self.vision.eval()  # frozen: batch-norm statistics and dropout stay in inference mode
+        return self
+
+    def trainable_groups(self) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
+        """(LLM parameters, newly initialised parameters): the two learning-rate groups."""
+        llm = [p for p in self.llm.parameters() if p.requires_grad]
+        llm_ids = {id(p) for p in llm}
+        new = [p for p in self.parameters() if p.requires_grad and id(p) not in llm_ids]
+        return llm, new
+
+    def encode_image(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():
+            features, pooled = self.vision(pixels)
+        return features.float(), pooled.float()
+
+    def forward(self, batch: PreparedBatch) -> NoteEmbeddings:
+        embeds = self.llm.get_input_embeddings()(batch.input_ids)
+        features = pooled = None
+        if self.vision is not None:
+            features, pooled = self.encode_image(batch.pixels)
+        if self.connector is not None:
+            visual_tokens = self.connector(features).to(embeds.dtype)
+            embeds = embeds.masked_scatter(batch.image_mask.unsqueeze(-1), visual_tokens.reshape(-1, embeds.shape[-1]))
+        hidden = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                          position_ids=batch.position_ids, use_cache=False).last_hidden_state
+        note = hidden[:, -1]
+        visual = None
+        if self.config.uses_micl:
+            rows = torch.arange(hidden.shape[0], device=hidden.device)
+            visual = hidden[rows, batch.img_emb_index - 1]
+        if self.gate is not None:
+            note = self.gate(pooled, note)
+            visual = self.gate(pooled, visual) if visual is not None else None
+        return NoteEmbeddings(
+            multimodal=F.normalize(self.head(note.float()), dim=-1),
+            visual=F.normalize(self.head(visual.float()), dim=-1) if visual is not None else None,
+        )
