@@ -235,8 +235,8 @@ class ParquetEmbeddingTable(EmbeddingTable):
 
     def get_many(self, note_ids: Sequence[str], model_version: str) -> Lookup:
         rows = self._rows(model_version)
-        if not rows.ids and self.parts():
-            self.require_model_version(model_version)
+        if not rows.ids:
+            self.refuse_other_versions(model_version)
         found = [note_id for note_id in note_ids if note_id in rows.row_of]
         missing = [note_id for note_id in note_ids if note_id not in rows.row_of]
         if found:

@@ -90,6 +90,12 @@ class EmbeddingTable(abc.ABC):
     def compact(self) -> None:
         """Rewrites an append log to one row per key; backends without one have nothing to do."""
 
+    def refuse_other_versions(self, model_version: str) -> None:
+        """Used by ``get_many`` when nothing of ``model_version`` is present: an empty table is
+        fine (every id is missing), a table of other versions is refused."""
+        if self.model_versions():
+            self.require_model_version(model_version)
+
     def close(self) -> None:
         """Releases connections and flushes buffers."""
 
