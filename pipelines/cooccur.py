@@ -1,0 +1,123 @@
+"""``i2i cooccur``: Beam job for co-occurrence scores and related notes (paper eq. 2).
+
+Writes DIR/scores, DIR/related, DIR/dead_letter and DIR/_SUMMARY.json; the whole directory is
+replaced in one step when the job succeeds, and left as it was when the job fails.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+import time
+
+import apache_beam as beam
+
+from i2i.errors import InputError
+from i2i.schemas import DEAD_LETTER, RELATED, SCORES
+from pipelines.options import ArgumentParser, beam_options, non_negative_float, positive_int
+from pipelines.paths import RunOutput, read_json, resolve_event_files
+from pipelines.read import COUNTS, DEAD_LETTER as DEAD_TAG, EVENTS_TAG, ReadEvents
+from pipelines.transforms import CombineScores, CooccurConfig, SelectRelated, UserPairPartials, WriteCounts, WriteTable
+
+log = logging.getLogger(__name__)
+COUNTS_FILE = "_counts.json"
+
+
+def parser() -> ArgumentParser:
+    defaults = CooccurConfig()
+    p = ArgumentParser(
+        prog="i2i cooccur",
+        description="Co-occurrence scores (paper eq. 2) and top-t related notes from an events table. "
+        "Unknown options are Beam pipeline options (--runner, --direct_num_workers, Flink/Dataflow options).",
+    )
+    p.add_argument("--events", required=True,
+                   help="events: a .parquet/.jsonl file, a dt= partition, a table directory or a glob")
+    p.add_argument("--date", help="YYYY-MM-DD: read only the dt=<date> partition under --events")
+    p.add_argument("--out", required=True, help="run output directory (replaced atomically)")
+    p.add_argument("--window-seconds", type=non_negative_float, default=defaults.window_seconds)
+    p.add_argument("--up", type=non_negative_float, default=defaults.up, help="drop scores above this")
+    p.add_argument("--low", type=non_negative_float, default=defaults.low, help="drop scores below this")
+    p.add_argument("--top-t", type=positive_int, default=defaults.top_t, help="related notes kept per note")
+    p.add_argument("--max-events-per-user", type=positive_int, default=defaults.max_events_per_user,
+                   help="keep only each user's latest N events")
+    p.add_argument("--shards", type=positive_int, default=defaults.shards,
+                   help="tables per shuffle (parallelism of the pair and score steps)")
+    return p
+
+
+def build(pipeline: beam.Pipeline, files: list[str], output: RunOutput, config: CooccurConfig) -> None:
+    """Adds the whole job to ``pipeline``, writing into the staging directory of ``output``."""
+    read = pipeline | "ReadEvents" >> ReadEvents(files)
+    pairs = read[EVENTS_TAG] | "UserPairs" >> UserPairPartials(config)
+    scores = pairs["partials"] | "CombineScores" >> CombineScores()
+    related = scores | "SelectRelated" >> SelectRelated(config.up, config.low, config.top_t)
+    written = [
+        scores | "WriteScores" >> WriteTable(output.staged("scores"), SCORES, "pairs"),
+        related | "WriteRelated" >> WriteTable(output.staged("related"), RELATED, "related_rows"),
+        read[DEAD_TAG] | "WriteDeadLetter" >> WriteTable(output.staged("dead_letter"), DEAD_LETTER, "dead_letter_rows"),
+    ]
+    (
+        [read[COUNTS], pairs[COUNTS], *written]
+        | "AllCounts" >> beam.Flatten()
+        | "WriteCounts" >> WriteCounts(output.staged(COUNTS_FILE))
+    )
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """Runs the job; returns the summary written to DIR/_SUMMARY.json."""
+    args, beam_args = parser().parse_known_args(argv)
+    if args.low > args.up:
+        raise InputError(f"--low ({args.low}) is above --up ({args.up})")
+    config = CooccurConfig(args.window_seconds, args.up, args.low, args.top_t, args.max_events_per_user, args.shards)
+    started = time.time()
+    files = resolve_event_files(args.events, args.date)
+    output = RunOutput.for_dir(args.out)
+    output.prepare()
+    log.info("cooccur: %d event files -> %s", len(files), args.out)
+    try:
+        pipeline = beam.Pipeline(options=beam_options(beam_args))
+        build(pipeline, files, output, config)
+        pipeline.run().wait_until_finish()
+        finished = time.time()
+        for name, schema in (("scores", SCORES), ("related", RELATED), ("dead_letter", DEAD_LETTER)):
+            output.ensure_table(name, schema)
+        counts = read_json(output.staged(COUNTS_FILE))
+        from apache_beam.io.filesystems import FileSystems
+
+        FileSystems.delete([output.staged(COUNTS_FILE)])
+        summary = {
+            "job": "cooccur",
+            "events": args.events,
+            "date": args.date,
+            "files": len(files),
+            "out": args.out,
+            "config": {"window_seconds": config.window_seconds, "up": config.up, "low": config.low,
+                       "top_t": config.top_t, "max_events_per_user": config.max_events_per_user,
+                       "shards": config.shards},
+            "counts": {name: int(counts.get(name, 0)) for name in
+                       ("input", "valid", "dead_lettered", "users", "capped_users", "kept_events",
+                        "user_pairs", "pairs", "related_rows")},
+            "timings_s": {"pipeline": round(finished - started, 3)},
+        }
+        summary["timings_s"]["total"] = round(time.time() - started, 3)
+        output.publish(summary)
+    except BaseException:
+        output.discard()
+        raise
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    c = summary["counts"]
+    return (
+        f"cooccur: {c['input']} records ({c['valid']} valid, {c['dead_lettered']} dead-lettered) from "
+        f"{summary['files']} files; {c['users']} users ({c['capped_users']} capped); {c['pairs']} scored pairs, "
+        f"{c['related_rows']} related rows in {summary['timings_s']['total']:.1f}s\n"
+        f"  outputs: {summary['out']}/scores, {summary['out']}/related, {summary['out']}/dead_letter, "
+        f"{summary['out']}/_SUMMARY.json"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    summary = run(list(sys.argv[1:] if argv is None else argv))
+    print(format_summary(summary))
+    return 0
