@@ -1,0 +1,160 @@
+"""Batched, thread-safe search of a loaded index version.
+
+nprobe is passed per call in ``faiss.SearchParametersIVF`` instead of being set on the shared
+index, so concurrent searches with different nprobe never race. For lossy codes (PQ, SQ8) the
+index is searched for ``k * rerank_factor`` candidates that are then re-scored exactly against
+the stored float32 vectors, which is what brings their recall back up to IVF-Flat's.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import faiss
+import numpy as np
+
+from i2i.errors import InputError
+from index.manifest import Manifest
+from index.version_files import VersionContents
+
+DEFAULT_BATCH = 4096
+
+
+def normalize_rows(vectors: np.ndarray) -> np.ndarray:
+    """L2-normalises rows; zero rows stay zero."""
+    vectors = np.array(vectors, dtype=np.float32, copy=True)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    np.divide(vectors, norms, out=vectors, where=norms > 0)
+    return vectors
+
+
+def search_parameters(index: faiss.Index, nprobe: int) -> faiss.SearchParameters:
+    """Per-call parameters; an OPQ/PCA pre-transform wraps the IVF parameters."""
+    ivf_params = faiss.SearchParametersIVF(nprobe=nprobe)
+    if isinstance(index, faiss.IndexPreTransform):
+        return faiss.SearchParametersPreTransform(index_params=ivf_params)
+    return ivf_params
+
+
+def exact_rerank(queries: np.ndarray, labels: np.ndarray, vectors: np.ndarray, k: int, metric: str
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Re-scores candidate labels exactly and keeps the best k (higher score first, -1 last)."""
+    valid = labels >= 0
+    candidates = np.asarray(vectors[np.where(valid, labels, 0).ravel()], dtype=np.float32)
+    candidates = candidates.reshape(labels.shape[0], labels.shape[1], -1)
+    if metric == "ip":
+        scores = np.einsum("qd,qcd->qc", queries, candidates)
+    else:
+        diff = candidates - queries[:, None, :]
+        scores = -np.einsum("qcd,qcd->qc", diff, diff)
+    scores[~valid] = -np.inf
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(scores, order, axis=1), np.take_along_axis(np.where(valid, labels, -1), order, axis=1)
+
+
+class LoadedIndex:
+    """One verified index version in memory, ready to search from many threads at once.
+
+    ``search`` returns ``(scores, note_ids)``: ``scores`` is float32 (nq, k), higher is better
+    (inner product, or minus the squared L2 distance for ``metric == "l2"``); ``note_ids[i]`` is
+    the list of note ids for query i, best first. When fewer than k notes can be found (a small
+    index, or few probed lists) the -1 padding is dropped, so ``note_ids[i]`` is shorter than k
+    and ``scores[i, len(note_ids[i]):]`` is ``-inf``.
+    """
+
+    def __init__(self, manifest: Manifest, contents: VersionContents,
+                 on_release: Callable[[], None] | None = None) -> None:
+        self.manifest_record = manifest
+        self.contents = contents
+        self.index = contents.index
+        self.ids = contents.ids
+        self._on_release = on_release
+
+    # ---- description --------------------------------------------------------------------
+    @property
+    def version(self) -> str:
+        return self.manifest_record.version
+
+    @property
+    def manifest(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self.manifest_record)
+
+    @property
+    def model_version(self) -> str:
+        return self.manifest_record.model_version
+
+    @property
+    def dim(self) -> int:
+        return self.manifest_record.dim
+
+    @property
+    def ntotal(self) -> int:
+        return int(self.index.ntotal)
+
+    @property
+    def nlist(self) -> int:
+        return int(faiss.extract_index_ivf(self.index).nlist)
+
+    def list_sizes(self) -> np.ndarray:
+        invlists = faiss.extract_index_ivf(self.index).invlists
+        return np.array([invlists.list_size(i) for i in range(invlists.nlist)], dtype=np.int64)
+
+    def require_model_version(self, model_version: str) -> None:
+        """Refuses to pair this index with embeddings of another model version."""
+        if model_version != self.model_version:
+            raise InputError(
+                f"index version {self.version} holds embeddings of model version {self.model_version!r}, "
+                f"not {model_version!r}"
+            )
+
+    # ---- search -------------------------------------------------------------------------
+    def prepare_queries(self, queries: np.ndarray) -> np.ndarray:
+        queries = np.asarray(queries)
+        if queries.ndim != 2 or queries.shape[1] != self.dim:
+            raise InputError(f"queries must be a 2-d array with {self.dim} columns, got shape {queries.shape}")
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if not np.isfinite(queries).all():
+            raise InputError("queries hold NaN or infinite values")
+        return normalize_rows(queries) if self.manifest_record.normalized else queries
+
+    def search_labels(self, queries: np.ndarray, k: int, nprobe: int | None = None,
+                      batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``search`` but returns int64 labels (-1 = none) instead of note ids."""
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        nprobe = self.manifest_record.default_nprobe if nprobe is None else nprobe
+        if not isinstance(nprobe, (int, np.integer)) or nprobe <= 0:
+            raise InputError(f"nprobe must be a positive integer, got {nprobe!r}")
+        queries = self.prepare_queries(queries)
+        params = search_parameters(self.index, int(min(nprobe, self.nlist)))
+        rerank = self.manifest_record.rerank and self.contents.vectors is not None
+        fetch = k * self.manifest_record.rerank_factor if rerank else k
+        scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
+        labels = np.full((queries.shape[0], k), -1, dtype=np.int64)
+        for start in range(0, queries.shape[0], batch_size):
+            batch = queries[start:start + batch_size]
+            distances, found = self.index.search(batch, fetch, params=params)
+            if rerank:
+                distances, found = exact_rerank(batch, found, self.contents.vectors, k, self.manifest_record.metric)
+            elif self.manifest_record.metric == "l2":
+                distances = -distances
+            distances = np.where(found >= 0, distances, -np.inf)
+            scores[start:start + batch.shape[0]] = distances[:, :k]
+            labels[start:start + batch.shape[0]] = found[:, :k]
+        return scores, labels
+
+    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None,
+               batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, list[list[str]]]:
+        """Top-k note ids for each query row (see the class docstring for the padding rule)."""
+        scores, labels = self.search_labels(queries, k, nprobe, batch_size)
+        names = self.ids.note_ids_of(labels)
+        counts = (labels >= 0).sum(axis=1)
+        return scores, [names[row, :count].tolist() for row, count in enumerate(counts)]
+
+    # ---- lifetime -----------------------------------------------------------------------
+    def release(self) -> None:
+        """Drops this process's hold on the version (so retention may delete it later)."""
+        if self._on_release is not None:
+            self._on_release()
+            self._on_release = None
