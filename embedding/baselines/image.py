@@ -23,6 +23,17 @@ log = logging.getLogger(__name__)
 IMAGE_SIZE = 224  # EfficientNet-Lite0's native resolution
 
 
+def offline_normalisation() -> tuple[float, float]:
+    """Pixel mean and std of the offline (EfficientNet-Lite0) model configuration."""
+    try:
+        from embedding.config import preset
+
+        vision = preset("cpu_offline")["model"]["vision"]
+        return float(vision.get("mean", 0.5)), float(vision.get("std", 0.5))
+    except (InputError, KeyError):
+        return 0.5, 0.5
+
+
 def load_vision_encoder(image_size: int = IMAGE_SIZE) -> torch.nn.Module:
     """The offline vision backbone with its pretrained weights, frozen."""
     from embedding.backbones import EfficientNetLite0, freeze
@@ -39,10 +50,13 @@ class ImageFeatureEncoder:
     """Pooled features of a vision encoder (``forward(pixels) -> (sequence, pooled)``) for note images."""
 
     def __init__(self, vision: torch.nn.Module | None = None, device: str | None = None,
-                 image_size: int = IMAGE_SIZE, mean: float = 0.5, std: float = 0.5) -> None:
+                 image_size: int = IMAGE_SIZE, mean: float | None = None, std: float | None = None) -> None:
         self.device = pick_device(device)
         self.vision = (vision or load_vision_encoder(image_size)).to(self.device).eval()
-        self.image_size, self.mean, self.std = image_size, mean, std
+        default_mean, default_std = offline_normalisation()
+        self.image_size = image_size
+        self.mean = default_mean if mean is None else mean
+        self.std = default_std if std is None else std
         self.missing_images = 0
 
     def pixels(self, note: Mapping) -> np.ndarray | None:
