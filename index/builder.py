@@ -79,6 +79,12 @@ def resolve_factory(factory: str, nlist: int | None, n: int) -> tuple[str, int]:
     return factory, given
 
 
+def faiss_reason(exc: Exception) -> str:
+    """The last, human part of a FAISS C++ error message."""
+    text = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+    return text.rsplit("Error: ", 1)[-1]
+
+
 def make_index(dim: int, factory: str, metric: str) -> faiss.Index:
     if metric not in METRICS:
         raise InputError(f"unknown metric {metric!r}: expected one of {sorted(METRICS)}")
@@ -86,7 +92,7 @@ def make_index(dim: int, factory: str, metric: str) -> faiss.Index:
         index = faiss.index_factory(dim, factory, METRICS[metric])
     except RuntimeError as exc:
         raise InputError(f"--factory {factory!r} is not a valid FAISS factory for dim {dim}: "
-                         f"{str(exc).strip().splitlines()[-1]}") from exc
+                         f"{faiss_reason(exc)}") from exc
     try:
         faiss.extract_index_ivf(index)
     except RuntimeError as exc:
@@ -131,7 +137,7 @@ def build(embeddings: Embeddings, config: BuildConfig) -> BuildResult:
     try:
         gpu.train(index, vectors[sample_rows], use_gpu)
     except RuntimeError as exc:
-        raise InputError(f"training {factory} on {train_size} vectors failed: {str(exc).strip().splitlines()[-1]}") from exc
+        raise InputError(f"training {factory} on {train_size} vectors failed: {faiss_reason(exc)}") from exc
     timings["train_s"] = time.perf_counter() - started
     ids = IdMap()
     labels = ids.assign(embeddings.note_ids, vector_fingerprints(embeddings.vectors))
