@@ -1,0 +1,78 @@
+"""``i2i embed``: embed the notes an embedding table does not hold yet for a checkpoint's model version."""
+from __future__ import annotations
+
+import argparse
+
+from embedding.embed_job import EmbedJobConfig, run_embed_job
+from i2i.errors import InputError
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """Raises InputError instead of exiting, so the ``i2i`` CLI prints one line and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise InputError(message)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
+        prog="i2i embed",
+        description="Embed notes into an embedding table (parquet:DIR or redis://...). Only notes the table "
+        "does not hold for the checkpoint's model version are embedded, unless --all. Writes go in "
+        "chunks, so a killed run resumes where it stopped. Unknown options go to Beam with --beam.",
+    )
+    parser.add_argument("--notes", required=True, help="notes table (Parquet directory or file)")
+    parser.add_argument("--checkpoint", required=True, help="checkpoint directory from i2i train")
+    parser.add_argument("--table", required=True,
+                        help="parquet:DIR or redis://[:password@]host:port/db[?prefix=P&ttl=S&cluster=1]")
+    parser.add_argument("--all", action="store_true", dest="all_notes",
+                        help="re-embed every note, also those already in the table")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="notes per forward pass (32)")
+    parser.add_argument("--chunk-size", type=positive_int, default=1024,
+                        help="notes per table write, the most a crash can lose (1024)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                        help="default: cuda when available (bf16), else cpu")
+    parser.add_argument("--dead-letter", default=None,
+                        help="dead-letter table for bad notes (default: <notes>_embed_dead_letter beside the notes)")
+    parser.add_argument("--compact", action=argparse.BooleanOptionalAction, default=None,
+                        help="compact a Parquet table afterwards (default: when it has many part files)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--beam", action="store_true",
+                        help="run as a Beam pipeline with RunInference (remaining options go to Beam; "
+                        "--runner=DirectRunner unless one is named)")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args, beam_args = parser.parse_known_args(argv)
+    if beam_args and not args.beam:
+        raise InputError(f"unrecognized arguments: {' '.join(beam_args)} (Beam options need --beam)")
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InputError("--device cuda was asked for, but no CUDA device is available")
+    config = EmbedJobConfig(
+        notes=args.notes, checkpoint=args.checkpoint, table=args.table, all_notes=args.all_notes,
+        batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
+        dead_letter=args.dead_letter, progress=not args.no_progress, compact=args.compact,
+    )
+    if args.beam:
+        from embedding.beam_embed import run_beam_embed
+
+        summary = run_beam_embed(config, beam_args)
+    else:
+        summary = run_embed_job(config)
+    print("\n".join(f"i2i embed: {line}" for line in summary.lines()))
+    return 0
