@@ -47,6 +47,8 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--tls-key", default=None, help="PEM private key")
     p.add_argument("--auth-tokens-file", default=None,
                    help="file of accepted bearer tokens, one per line; without it no token is required")
+    p.add_argument("--table-timeout", type=float, default=defaults.table_timeout_seconds,
+                   help="seconds a history lookup may take before the call fails UNAVAILABLE (default: %(default)s)")
     p.add_argument("--reload-interval", type=float, default=defaults.reload_interval_seconds,
                    help="seconds between checks of CURRENT (default: %(default)s)")
     p.add_argument("--reload-retry", type=float, default=defaults.reload_retry_seconds,
@@ -70,7 +72,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         max_per_query_k=args.max_per_query_k, merge=args.merge, recency_half_life=args.recency_half_life,
         nprobe=args.nprobe, max_message_bytes=args.max_message_bytes, tls_cert=args.tls_cert,
         tls_key=args.tls_key, auth_tokens=read_tokens(args.auth_tokens_file) if args.auth_tokens_file else (),
-        reload_interval_seconds=args.reload_interval, reload_retry_seconds=args.reload_retry,
+        table_timeout_seconds=args.table_timeout, reload_interval_seconds=args.reload_interval, reload_retry_seconds=args.reload_retry,
         metrics_port=args.metrics_port, workers=args.workers, search_threads=args.search_threads,
         grace_seconds=args.grace, access_log=args.access_log,
     ).validate()

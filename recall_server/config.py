@@ -32,6 +32,8 @@ class ServerConfig:
     tls_cert: str | None = None
     tls_key: str | None = None
     auth_tokens: tuple[str, ...] = field(default_factory=tuple)
+    # A history lookup that takes longer (or past the caller's deadline) answers UNAVAILABLE.
+    table_timeout_seconds: float = 2.0
     reload_interval_seconds: float = 2.0
     reload_retry_seconds: float = 30.0  # a version that failed to load is retried after this long
     metrics_port: int | None = None
@@ -62,6 +64,8 @@ class ServerConfig:
             raise InputError(f"--recency-half-life must be positive, got {self.recency_half_life}")
         if self.nprobe is not None and self.nprobe <= 0:
             raise InputError(f"--nprobe must be positive, got {self.nprobe}")
+        if self.table_timeout_seconds <= 0:
+            raise InputError(f"--table-timeout must be positive, got {self.table_timeout_seconds}")
         if self.reload_interval_seconds <= 0:
             raise InputError(f"--reload-interval must be positive, got {self.reload_interval_seconds}")
         if self.grace_seconds < 0:

@@ -124,6 +124,8 @@ class IndexHolder:
             raise ValueError(f"index version {version} was built with model version {model_version!r}, "
                              f"but the embedding table {getattr(self.table, 'url', '')} holds "
                              f"{sorted(present) or 'no model versions'}")
+        # Warm the table for this model version (a Parquet table reads its rows once) before serving.
+        self.table.get_many([], model_version)
         ntotal = int(manifest_field(manifest, "ntotal", 0) or 0)
         log_event(logger, logging.INFO, "index_loaded", version=version, seconds=round(time.perf_counter() - started, 3))
         return ServedIndex(index=loaded, version=str(getattr(loaded, "version", version)),

@@ -68,8 +68,8 @@ class RecallServer:
                    ("grpc.so_reuseport", 0)]
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="recall"),
                                  interceptors=interceptors, options=options)
-        recall_pb2_grpc.add_RecallServiceServicer_to_server(
-            RecallService(config, self.holder, table, self.metrics), self._grpc)
+        self.service = RecallService(config, self.holder, table, self.metrics)
+        recall_pb2_grpc.add_RecallServiceServicer_to_server(self.service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -131,6 +131,7 @@ class RecallServer:
         self.health.enter_graceful_shutdown()
         log_event(logger, logging.INFO, "server_draining", grace_seconds=grace)
         self._grpc.stop(grace).wait()
+        self.service.close()
         self.holder.stop()
         self.metrics.close()
         close = getattr(self.table, "close", None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
@@ -86,6 +87,11 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         self.holder = holder
         self.table = table
         self.metrics = metrics
+        # Lookups run here so a table that hangs costs the caller at most its deadline, not a stuck call.
+        self._lookups = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lookup")
+
+    def close(self) -> None:
+        self._lookups.shutdown(wait=False, cancel_futures=True)
 
     def Recall(self, request, context):  # noqa: N802 (gRPC method name)
         started = time.perf_counter()
@@ -117,7 +123,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         if plan.truncated:
             self.metrics.history_truncated.inc()
         ensure_active(context)
-        lookup = self._lookup(plan.queries, served.model_version)
+        lookup = self._lookup(plan.queries, served.model_version, context.time_remaining())
         response = recall_pb2.RecallResponse(index_version=served.version, model_version=served.model_version,
                                              missing_history=lookup.missing_ids)
         if lookup.missing_ids:
@@ -144,9 +150,17 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
             add(note_id=note_id, score=score, source_note_id=found_ids[source])
         return response
 
-    def _lookup(self, queries: list[str], model_version: str):
+    def _lookup(self, queries: list[str], model_version: str, remaining: float | None):
+        budget = self.config.table_timeout_seconds
+        if remaining is not None:  # answer before the caller gives up, so it learns why
+            budget = min(budget, max(remaining - min(0.05, remaining * 0.2), 0.001))
+        pending = self._lookups.submit(self.table.get_many, queries, model_version)
         try:
-            return self.table.get_many(queries, model_version)
+            return pending.result(timeout=budget)
+        except futures.TimeoutError:
+            pending.cancel()
+            raise RecallAbort(grpc.StatusCode.UNAVAILABLE,
+                              f"embedding table did not answer within {budget:.3f} s") from None
         except TABLE_UNAVAILABLE as exc:
             raise RecallAbort(grpc.StatusCode.UNAVAILABLE, f"embedding table unreachable: {exc}") from exc
         except Exception as exc:

@@ -1,0 +1,80 @@
+"""Server wiring over real channels: bearer-token auth, TLS, reflection and the Prometheus endpoint."""
+from __future__ import annotations
+
+import urllib.request
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from recall_server.auth import bearer_token
+
+from .conftest import server_config
+
+
+def test_bearer_token_parsing():
+    assert bearer_token([("authorization", "Bearer abc")]) == "abc"
+    assert bearer_token([("Authorization", b"bearer  xyz ")]) == "xyz"
+    assert bearer_token([("authorization", "Basic abc")]) is None
+    assert bearer_token([("x-other", "Bearer abc")]) is None
+    assert bearer_token(None) is None
+
+
+def test_calls_without_a_valid_token_are_unauthenticated(corpus, start_server):
+    running = start_server(server_config(corpus, auth_tokens=("s3cret", "other-token")))
+    for client in (running.client(), running.client(token="wrong")):
+        with pytest.raises(grpc.RpcError) as caught:
+            client.recall(["n001"], k=3)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert len(running.client(token="s3cret").recall(["n001"], k=3).notes) == 3
+    assert len(running.client(token="other-token").recall(["n001"], k=3).notes) == 3
+    # Health probes need no token; reflection does.
+    with grpc.insecure_channel(running.target) as channel:
+        status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5).status
+        assert status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        with pytest.raises(grpc.RpcError) as caught:
+            list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                           timeout=5))
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    rejected = running.server.metrics.value("i2i_recall_unauthenticated_total",
+                                            {"method": "/i2i.v1.RecallService/Recall"})
+    assert rejected == 2
+
+
+def test_tls_serves_verified_clients_only(corpus, start_server, tls_files):
+    cert, key = tls_files
+    running = start_server(server_config(corpus, tls_cert=str(cert), tls_key=str(key), auth_tokens=("t0k",)))
+    secure = running.client(tls_ca=str(cert), token="t0k")
+    response = secure.recall(["n001"], k=3)
+    assert len(response.notes) == 3
+    with pytest.raises(grpc.RpcError) as caught:
+        running.client(token="t0k", timeout_seconds=2).recall(["n001"], k=3)  # plaintext to a TLS port
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_reflection_lists_the_services(corpus, start_server):
+    running = start_server(server_config(corpus))
+    with grpc.insecure_channel(running.target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        answers = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                 timeout=5))
+    names = {service.name for service in answers[0].list_services_response.service}
+    assert {"i2i.v1.RecallService", "grpc.health.v1.Health"} <= names
+
+
+def test_metrics_endpoint_counts_requests_errors_and_the_index(corpus, start_server):
+    running = start_server(server_config(corpus, metrics_port=0, max_k=10))
+    client = running.client()
+    client.recall(["n001", "missing"], k=5)
+    with pytest.raises(grpc.RpcError):
+        client.recall(["n001"], k=11)
+    port = running.server.metrics_port
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    assert 'i2i_recall_requests_total{code="OK"} 1.0' in text
+    assert 'i2i_recall_errors_total{code="INVALID_ARGUMENT"} 1.0' in text
+    assert "i2i_recall_latency_seconds_count 2.0" in text
+    assert f'i2i_recall_index_info{{index_version="{corpus.version}",model_version="m1"}} 1.0' in text
+    assert 'i2i_recall_index_reloads_total{outcome="ok"} 1.0' in text
+    assert "i2i_recall_missing_history_total 1.0" in text
