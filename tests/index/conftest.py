@@ -60,3 +60,14 @@ def corpus(tmp_path) -> Corpus:
     table_dir = tmp_path / "embeddings"
     write_embeddings(table_dir, note_ids, vectors)
     return Corpus(note_ids, vectors, table_dir)
+
+
+@pytest.fixture
+def make_vectors():
+    """clustered(...) for tests that need more vectors of the same shape."""
+    return clustered
+
+
+@pytest.fixture
+def model_version() -> str:
+    return MODEL
