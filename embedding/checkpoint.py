@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_model as load_safetensors_into
 from safetensors.torch import save_model
@@ -51,8 +52,13 @@ def compute_model_version(directory: Path, variant: str) -> str:
 
 
 def save_checkpoint(model: MLRM, tokenizer, out_dir: str | Path, meta: dict[str, Any] | None = None,
-                    training_state: dict[str, Any] | None = None) -> str:
-    """Writes the checkpoint atomically; returns its model_version."""
+                    training_state: dict[str, Any] | None = None,
+                    extra_tables: dict[str, Any] | None = None) -> str:
+    """Writes the checkpoint atomically; returns its model_version.
+
+    ``extra_tables`` (name -> Arrow table) are written beside it as Parquet tables, e.g. the
+    dead-letter table of pairs that training could not use.
+    """
     with atomic_dir(out_dir) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(model.config), indent=2, sort_keys=True))
         save_model(model, str(tmp / WEIGHTS_FILE))
@@ -67,6 +73,9 @@ def save_checkpoint(model: MLRM, tokenizer, out_dir: str | Path, meta: dict[str,
         (tmp / META_FILE).write_text(json.dumps(full_meta, indent=2, sort_keys=True))
         if training_state is not None:
             torch.save(training_state, tmp / STATE_FILE)
+        for name, table in (extra_tables or {}).items():
+            (tmp / name).mkdir()
+            pq.write_table(table, tmp / name / "part-00000.parquet")
     return version
 
 

@@ -138,6 +138,9 @@ class RunConfig:
 
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    notes: str | None = None  # notes table (the command line's --notes wins)
+    pairs: str | None = None  # pairs table (--pairs wins)
+    out: str | None = None  # checkpoint directory (--out wins)
 
 
 def to_dict(config: Any) -> dict:

@@ -110,3 +110,22 @@ def write_dataset(directory: str | Path, count: int = 32, groups: int = 8, seed:
     write_table(notes_table(notes), directory / "notes")
     write_table(make_pairs(notes, groups, seed), directory / "pairs")
     return directory / "notes", directory / "pairs"
+
+
+def distributed_loss_worker(rank: int, world: int, port: int, shards, tau: float, results) -> None:
+    """One process of a Gloo group computing eq. 1 on its shard with gathered negatives (for tests)."""
+    import os
+
+    import torch.distributed as dist
+
+    from embedding.losses import contrastive_loss
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        local = shards[rank].clone().requires_grad_(True)
+        loss = contrastive_loss(local, torch.tensor(tau))
+        loss.backward()
+        results[rank] = (float(loss), local.grad.clone())
+    finally:
+        dist.destroy_process_group()
