@@ -10,7 +10,7 @@ import time
 import grpc
 
 from i2i.errors import InputError
-from recall_server.config import MERGE_STRATEGIES, ServerConfig, read_tokens
+from recall_server.config import MERGE_STRATEGIES, SEARCH_MODES, ServerConfig, read_tokens
 
 logger = logging.getLogger("recall_server.cli")
 
@@ -42,6 +42,9 @@ def serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--recency-half-life", type=float, default=None,
                    help="weight history position p by 0.5**(p/H) (0 = most recent); default: no weighting")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists probed per query (default: the index's own)")
+    p.add_argument("--search-mode", choices=SEARCH_MODES, default=defaults.search_mode,
+                   help="batched: one FAISS call for all history notes; per_note: one call each, the slower "
+                        "baseline of bench/recall_load.py (default: %(default)s)")
     p.add_argument("--max-message-bytes", type=int, default=defaults.max_message_bytes, help="default: %(default)s")
     p.add_argument("--tls-cert", default=None, help="PEM certificate chain; with --tls-key serves TLS")
     p.add_argument("--tls-key", default=None, help="PEM private key")
@@ -70,7 +73,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         index_dir=args.index_dir, table_url=args.table, host=args.host, port=args.port,
         max_history=args.max_history, max_k=args.max_k, default_per_query_k=args.per_query_k,
         max_per_query_k=args.max_per_query_k, merge=args.merge, recency_half_life=args.recency_half_life,
-        nprobe=args.nprobe, max_message_bytes=args.max_message_bytes, tls_cert=args.tls_cert,
+        nprobe=args.nprobe, search_mode=args.search_mode, max_message_bytes=args.max_message_bytes, tls_cert=args.tls_cert,
         tls_key=args.tls_key, auth_tokens=read_tokens(args.auth_tokens_file) if args.auth_tokens_file else (),
         table_timeout_seconds=args.table_timeout, reload_interval_seconds=args.reload_interval, reload_retry_seconds=args.reload_retry,
         metrics_port=args.metrics_port, workers=args.workers, search_threads=args.search_threads,

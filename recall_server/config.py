@@ -7,6 +7,7 @@ from pathlib import Path
 from i2i.errors import InputError
 
 MERGE_STRATEGIES = ("max", "sum", "round_robin")
+SEARCH_MODES = ("batched", "per_note")
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 
 
@@ -28,6 +29,9 @@ class ServerConfig:
     # Weight of history position p (0 = most recent) is 0.5 ** (p / half_life); None = no weighting.
     recency_half_life: float | None = None
     nprobe: int | None = None  # None = the index's own default
+    # "batched": all history notes in one FAISS call; "per_note": one call per history note (the
+    # naive way, kept as the benchmark's baseline).
+    search_mode: str = "batched"
     max_message_bytes: int = 4 * 1024 * 1024
     tls_cert: str | None = None
     tls_key: str | None = None
@@ -48,6 +52,8 @@ class ServerConfig:
             raise InputError(f"--index-dir {self.index_dir} is not a directory")
         if self.merge not in MERGE_STRATEGIES:
             raise InputError(f"--merge must be one of {', '.join(MERGE_STRATEGIES)}, got {self.merge!r}")
+        if self.search_mode not in SEARCH_MODES:
+            raise InputError(f"--search-mode must be one of {', '.join(SEARCH_MODES)}, got {self.search_mode!r}")
         positive = {"--max-history": self.max_history, "--max-k": self.max_k,
                     "--max-per-query-k": self.max_per_query_k, "--max-message-bytes": self.max_message_bytes,
                     "--workers": self.workers, "--search-threads": self.search_threads}

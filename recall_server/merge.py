@@ -67,18 +67,19 @@ def merge(keys: np.ndarray, scores: np.ndarray, valid: np.ndarray, strategy: str
         return _round_robin(keys, weighted, valid, limit)
     flat_rows = np.broadcast_to(np.arange(rows)[:, None], keys.shape)[valid]
     flat_keys, flat_scores = keys[valid], weighted[valid]
-    codes, uniques = pd.factorize(flat_keys)
     best_first = np.argsort(-flat_scores, kind="stable")
-    # First appearance of each code in best-first order = its best score and the row that gave it.
-    _, first = np.unique(codes[best_first], return_index=True)  # indexed by code 0..len(uniques)-1
-    best_entry = best_first[first]
+    # factorize numbers keys in order of first appearance, so in best-first order code c's first
+    # entry is its best score, and codes rise one at a time: a first entry lifts the running max.
+    codes, uniques = pd.factorize(flat_keys[best_first])
+    first_entry = best_first[np.diff(np.maximum.accumulate(codes), prepend=-1) > 0]  # indexed by code
     if strategy == "max":
-        totals = flat_scores[best_entry]
-    else:
-        totals = np.bincount(codes, weights=flat_scores, minlength=len(uniques)).astype(np.float32)
+        chosen = first_entry[:limit]  # already in descending order of best score
+        return Merged(keys=flat_keys[chosen], scores=flat_scores[chosen].astype(np.float32),
+                      sources=flat_rows[chosen].astype(np.int64))
+    totals = np.bincount(codes, weights=flat_scores[best_first], minlength=len(uniques)).astype(np.float32)
     ranked = np.argsort(-totals, kind="stable")[:limit]
-    return Merged(keys=np.asarray(uniques)[ranked], scores=totals[ranked].astype(np.float32),
-                  sources=flat_rows[best_entry[ranked]].astype(np.int64))
+    chosen = first_entry[ranked]
+    return Merged(keys=flat_keys[chosen], scores=totals[ranked], sources=flat_rows[chosen].astype(np.int64))
 
 
 def _round_robin(keys: np.ndarray, weighted: np.ndarray, valid: np.ndarray, limit: int) -> Merged:

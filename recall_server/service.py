@@ -132,8 +132,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
             return response
         ensure_active(context)
         index = served.index
-        scores, labels = index.search_labels(np.ascontiguousarray(lookup.vectors, dtype=np.float32),
-                                             plan.per_query_k, nprobe=self.config.nprobe)
+        scores, labels = self._search(index, lookup.vectors, plan.per_query_k)
         ensure_active(context)
         position = {note_id: i for i, note_id in enumerate(plan.queries)}
         weights = recency_weights([position[note_id] for note_id in lookup.found_ids], self.config.recency_half_life)
@@ -149,6 +148,15 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         for note_id, score, source in zip(note_ids, merged.scores[kept].tolist(), merged.sources[kept].tolist()):
             add(note_id=note_id, score=score, source_note_id=found_ids[source])
         return response
+
+    def _search(self, index, vectors: np.ndarray, per_query_k: int) -> tuple[np.ndarray, np.ndarray]:
+        """One batched search with per-call nprobe (never set on the shared index, which races)."""
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.config.search_mode == "batched":
+            return index.search_labels(vectors, per_query_k, nprobe=self.config.nprobe)
+        parts = [index.search_labels(vectors[row:row + 1], per_query_k, nprobe=self.config.nprobe)
+                 for row in range(len(vectors))]
+        return np.vstack([scores for scores, _ in parts]), np.vstack([labels for _, labels in parts])
 
     def _lookup(self, queries: list[str], model_version: str, remaining: float | None):
         budget = self.config.table_timeout_seconds

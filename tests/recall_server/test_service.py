@@ -138,3 +138,11 @@ def test_default_per_query_k_makes_max_merging_exact():
     assert plan.queries == ["a", "b"] and plan.excluded == {"a", "b"} and plan.per_query_k == 12
     request.exclude_history = False
     assert plan_request(request, config).per_query_k == 10
+
+
+def test_per_note_search_mode_returns_the_same_results(corpus, start_server):
+    history = ["n021", "n022", "n023", "n024"]
+    batched = start_server(server_config(corpus)).client().recall(history, k=30)
+    per_note = start_server(server_config(corpus, search_mode="per_note")).client().recall(history, k=30)
+    assert [n.note_id for n in per_note.notes] == [n.note_id for n in batched.notes]
+    assert [n.source_note_id for n in per_note.notes] == [n.source_note_id for n in batched.notes]
