@@ -64,15 +64,22 @@ def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
     return np.concatenate([[0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1])
 
 
-def _codes(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
-    encoded = pc.dictionary_encode(column).combine_chunks()
-    return encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64), encoded.dictionary
+def _ranks(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
+    """Integer codes that sort like the strings (code i = i-th smallest value), and those values."""
+    encoded = pc.dictionary_encode(column)
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    order = pc.sort_indices(encoded.dictionary).to_numpy()
+    rank_of_code = np.empty(len(order), dtype=np.int64)
+    rank_of_code[order] = np.arange(len(order), dtype=np.int64)
+    codes = rank_of_code[encoded.indices.to_numpy(zero_copy_only=False)]
+    return codes, encoded.dictionary.take(pa.array(order))
 
 
-def _unique_rows(*columns: np.ndarray, bases: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Unique rows of small non-negative int columns: (first index of each unique row, counts).
+def _sort_order(columns: tuple[np.ndarray, ...], bases: tuple[int, ...]) -> np.ndarray:
+    """Row order sorting by the columns (first = most significant) of small non-negative ints.
 
-    Combines the columns into one int64 key when the product of ``bases`` fits, else sorts rows.
+    One int64 key and one argsort when the product of ``bases`` fits, else a lexsort.
     """
     total = 1
     for base in bases:
@@ -81,14 +88,49 @@ def _unique_rows(*columns: np.ndarray, bases: tuple[int, ...]) -> tuple[np.ndarr
         key = np.zeros(len(columns[0]), dtype=np.int64)
         for column, base in zip(columns, bases):
             key = key * max(int(base), 1) + column
-        _, first, counts = np.unique(key, return_index=True, return_counts=True)
-        return first, counts
+        return np.argsort(key, kind="stable")
+    return np.lexsort(tuple(reversed(columns)))
+
+
+def _unique_rows(columns: tuple[np.ndarray, ...], bases: tuple[int, ...]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Distinct rows of small non-negative int columns, sorted, and how often each occurs.
+
+    Packs the columns into one int64 key (a sort, then unpacking) when the product of ``bases``
+    fits, else sorts the rows with a lexsort.
+    """
+    bases = tuple(max(int(b), 1) for b in bases)
+    total = 1
+    for base in bases:
+        total *= base
+    if total < INT64_SAFE:
+        key = np.zeros(len(columns[0]), dtype=np.int64)
+        for column, base in zip(columns, bases):
+            key = key * base + column
+        key.sort()
+        boundary = np.concatenate([[True], key[1:] != key[:-1]]) if len(key) else np.zeros(0, bool)
+        starts = np.flatnonzero(boundary)
+        counts = np.diff(np.concatenate([starts, [len(key)]]))
+        unique = key[starts]
+        decoded = []
+        for base in reversed(bases):
+            unique, digit = np.divmod(unique, base)
+            decoded.append(digit)
+        return decoded[::-1], counts
     order = np.lexsort(tuple(reversed(columns)))
     stacked = np.stack([c[order] for c in columns], axis=1)
-    change = np.any(stacked[1:] != stacked[:-1], axis=1)
-    starts = np.concatenate([[0], np.flatnonzero(change) + 1]) if len(order) else np.zeros(0, np.int64)
+    boundary = np.concatenate([[True], np.any(stacked[1:] != stacked[:-1], axis=1)]) if len(order) else np.zeros(0, bool)
+    starts = np.flatnonzero(boundary)
     counts = np.diff(np.concatenate([starts, [len(order)]]))
-    return order[starts], counts
+    return [stacked[starts, i] for i in range(len(columns))], counts
+
+
+def _sum_by_rows(columns: tuple[np.ndarray, ...], bases: tuple[int, ...], weights: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    """Distinct rows and the sum of ``weights`` over each (weights are non-negative ints)."""
+    order = _sort_order(columns, bases)
+    rows, sizes = _run_lengths(tuple(c[order] for c in columns))
+    starts = np.cumsum(sizes) - sizes
+    sums = np.add.reduceat(weights[order], starts) if len(starts) else np.zeros(0, np.int64)
+    return rows, sums
 
 
 def user_pair_partials(events: pa.Table, window_seconds: float, max_events_per_user: int,
@@ -101,18 +143,20 @@ def user_pair_partials(events: pa.Table, window_seconds: float, max_events_per_u
     stats = UserStats()
     if events.num_rows == 0:
         return PARTIALS.empty_table(), stats
-    ts_column = events.column("ts")
-    if pa.types.is_timestamp(ts_column.type):
-        ts_column = ts_column.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
-    table = pa.table({"user_id": events.column("user_id"), "note_id": events.column("note_id"),
-                      "action": events.column("action"), "ts": ts_column})
-    order = pc.sort_indices(table, sort_keys=[("user_id", "ascending"), ("ts", "ascending"),
-                                              ("note_id", "ascending"), ("action", "ascending")])
-    table = table.take(order)
-    user_codes, _ = _codes(table.column("user_id"))  # sorted by user id, so runs are contiguous
-    ts = table.column("ts").to_numpy().astype(np.int64)
+    ts = events.column("ts")
+    if pa.types.is_timestamp(ts.type):
+        ts = ts.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
+    ts = ts.to_numpy().astype(np.int64)
+    user_codes, _ = _ranks(events.column("user_id"))
+    note_codes, note_dictionary = _ranks(events.column("note_id"))
+    is_click = pc.equal(events.column("action"), "click").to_numpy(zero_copy_only=False)
+    # Order: user, time, note id, action ("click" < "view"): the cap's cut is deterministic.
+    ts_offset = ts - ts.min()
+    order = _sort_order((user_codes, ts_offset, note_codes, (~is_click).astype(np.int64)),
+                        (int(user_codes.max()) + 1, int(ts_offset.max()) + 1, int(note_codes.max()) + 1, 2))
+    user_codes, note_codes, ts, is_click = user_codes[order], note_codes[order], ts[order], is_click[order]
 
-    # Per-user cap: keep the latest events (the table is sorted by time within each user).
+    # Per-user cap: keep the latest events.
     starts = _group_starts(user_codes)
     sizes = np.diff(np.concatenate([starts, [len(user_codes)]]))
     user_rank = np.repeat(np.arange(len(starts), dtype=np.int64), sizes)
@@ -121,58 +165,54 @@ def user_pair_partials(events: pa.Table, window_seconds: float, max_events_per_u
     stats.users = len(starts)
     stats.capped_users = int(np.count_nonzero(sizes > max_events_per_user))
     if not keep.all():
-        table = table.filter(pa.array(keep))
-        user_rank, ts = user_rank[keep], ts[keep]
-    stats.kept_events = table.num_rows
-    note_codes, note_dictionary = _codes(table.column("note_id"))
-    is_click = pc.equal(table.column("action"), "click").to_numpy(zero_copy_only=False)
+        user_rank, ts, note_codes, is_click = user_rank[keep], ts[keep], note_codes[keep], is_click[keep]
+    stats.kept_events = len(user_rank)
     num_users, num_notes = stats.users, len(note_dictionary)
 
     # N_u: distinct clicked notes per user.
-    first, _ = _unique_rows(user_rank[is_click], note_codes[is_click], bases=(num_users, num_notes))
-    n_u = np.bincount(user_rank[is_click][first], minlength=num_users).astype(np.int64)
+    (clicked_users, _), _ = _unique_rows((user_rank[is_click], note_codes[is_click]), (num_users, num_notes))
+    n_u = np.bincount(clicked_users, minlength=num_users).astype(np.int64)
+    n_values, n_code_of_user = np.unique(n_u, return_inverse=True)
 
     # Candidate pairs: for event i, clicks j of the same user with ts_i < ts_j <= ts_i + window.
     window_ms = int(round(window_seconds * 1000))
     base_ts = int(ts.min())
     span = int(ts.max()) - base_ts + window_ms + 1
-    pieces: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pieces: list[tuple[np.ndarray, ...]] = []
     user_starts = _group_starts(user_rank)
     user_ends = np.concatenate([user_starts[1:], [len(user_rank)]])
     users_per_block = max(1, min(num_users, INT64_SAFE // span - 1))
-    block_start = 0
-    while block_start < num_users:
+    for block_start in range(0, num_users, users_per_block):
         block_end = min(num_users, block_start + users_per_block)
         rows = slice(int(user_starts[block_start]), int(user_ends[block_end - 1]))
-        block_pieces = _block_pairs(user_rank[rows] - block_start, ts[rows] - base_ts, note_codes[rows],
-                                    is_click[rows], span, window_ms, num_notes, limits.max_candidates)
-        for users_local, src, dst in block_pieces:
-            pieces.append((users_local + block_start, src, dst))
-        block_start = block_end
+        pieces += _block_pairs(user_rank[rows] - block_start, ts[rows] - base_ts, note_codes[rows], is_click[rows],
+                               n_code_of_user[block_start:block_end], len(n_values), span, window_ms, num_notes,
+                               limits.max_candidates)
     if not pieces:
         return PARTIALS.empty_table(), stats
-    pair_users = np.concatenate([p[0] for p in pieces])
-    src = np.concatenate([p[1] for p in pieces])
-    dst = np.concatenate([p[2] for p in pieces])
-    stats.user_pairs = len(pair_users)
-    weights = n_u[pair_users]
-    max_n = int(weights.max()) + 1 if len(weights) else 1
-    first, counts = _unique_rows(src, dst, weights, bases=(num_notes, num_notes, max_n))
+    src, dst, n_code, users = (np.concatenate([p[i] for p in pieces]) for i in range(4))
+    stats.user_pairs = int(users.sum())
+    if len(pieces) > 1:  # the same (A, B, N_u) may come from several chunks
+        (src, dst, n_code), users = _sum_by_rows((src, dst, n_code), (num_notes, num_notes, len(n_values)), users)
     partials = pa.table(
         {
-            "src_note_id": note_dictionary.take(pa.array(src[first])),
-            "dst_note_id": note_dictionary.take(pa.array(dst[first])),
-            "n_u": pa.array(weights[first], pa.int64()),
-            "users": pa.array(counts.astype(np.int64), pa.int64()),
+            "src_note_id": note_dictionary.take(pa.array(src)),
+            "dst_note_id": note_dictionary.take(pa.array(dst)),
+            "n_u": pa.array(n_values[n_code], pa.int64()),
+            "users": pa.array(users.astype(np.int64), pa.int64()),
         },
         schema=PARTIALS,
     )
     return partials, stats
 
 
-def _block_pairs(users: np.ndarray, ts: np.ndarray, notes: np.ndarray, is_click: np.ndarray, span: int,
-                 window_ms: int, num_notes: int, max_candidates: int) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Deduplicated (user, A, B) of users [0, users.max()] whose keys fit in int64; memory-bounded."""
+def _block_pairs(users: np.ndarray, ts: np.ndarray, notes: np.ndarray, is_click: np.ndarray, n_code_of_user: np.ndarray,
+                 num_n: int, span: int, window_ms: int, num_notes: int, max_candidates: int) -> list[tuple[np.ndarray, ...]]:
+    """(A, B, N_u code, users) counts for a block of users whose time keys fit in int64.
+
+    Candidate pairs are expanded at most ``max_candidates`` at a time, on user boundaries, so
+    each user's pairs are deduplicated inside one chunk.
+    """
     key = users * span + ts  # sorted: events are ordered by user, then time
     click_key = key[is_click]
     click_notes = notes[is_click]
@@ -180,8 +220,6 @@ def _block_pairs(users: np.ndarray, ts: np.ndarray, notes: np.ndarray, is_click:
     hi = np.searchsorted(click_key, key + window_ms, side="right")  # last click within the window
     counts = hi - lo
     out = []
-    # Split the events into chunks of at most max_candidates expanded pairs, on user boundaries,
-    # so each user's pairs are deduplicated inside one chunk.
     user_starts = _group_starts(users)
     user_ends = np.concatenate([user_starts[1:], [len(users)]])
     user_totals = np.add.reduceat(counts, user_starts)
@@ -197,26 +235,50 @@ def _block_pairs(users: np.ndarray, ts: np.ndarray, notes: np.ndarray, is_click:
         if total:
             event_index = np.repeat(np.arange(rows.start, rows.stop, dtype=np.int64), chunk_counts)
             offsets = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(chunk_counts) - chunk_counts, chunk_counts)
-            click_pos = lo[event_index] + offsets
-            src, dst, pair_users = notes[event_index], click_notes[click_pos], users[event_index]
+            src, dst = notes[event_index], click_notes[lo[event_index] + offsets]
+            pair_users = users[event_index] - chunk_first_user
             distinct = src != dst
             src, dst, pair_users = src[distinct], dst[distinct], pair_users[distinct]
-            first, _ = _unique_rows(pair_users, src, dst, bases=(int(users.max()) + 1, num_notes, num_notes))
-            out.append((pair_users[first], src[first], dst[first]))
+            n_code = n_code_of_user[pair_users + chunk_first_user]
+            # Sorting by (A, B, N_u, user) removes repeated (user, A, B) and leaves each (A, B, N_u) contiguous.
+            (src, dst, n_code, _), _ = _unique_rows((src, dst, n_code, pair_users),
+                                                    (num_notes, num_notes, num_n, chunk_last_user - chunk_first_user))
+            groups, sizes = _run_lengths((src, dst, n_code))
+            out.append((*groups, sizes))
         chunk_first_user = chunk_last_user
     return out
 
 
+def _run_lengths(columns: tuple[np.ndarray, ...]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Runs of equal consecutive rows (columns already sorted): the rows and their lengths."""
+    change = np.zeros(len(columns[0]), dtype=bool)
+    if len(change):
+        change[0] = True
+        for c in columns:
+            change[1:] |= c[1:] != c[:-1]
+    starts = np.flatnonzero(change)
+    return [c[starts] for c in columns], np.diff(np.concatenate([starts, [len(change)]]))
+
+
 def exact_scores(partials: pa.Table) -> pa.Table:
-    """Sums partial rows into (src, dst, score, users); score is the exact rational sum, rounded once."""
+    """Sums partial rows into (src, dst, score, users); score is the exact rational sum, rounded once.
+
+    Rows come out ordered by (src, dst).
+    """
     if partials.num_rows == 0:
         return SCORES.empty_table()
-    grouped = partials.group_by(["src_note_id", "dst_note_id", "n_u"], use_threads=False).aggregate([("users", "sum")])
-    grouped = grouped.sort_by([("src_note_id", "ascending"), ("dst_note_id", "ascending"), ("n_u", "ascending")])
-    n = grouped.column("n_u").to_numpy().astype(np.int64)
-    c = grouped.column("users_sum").to_numpy().astype(np.int64)
-    src_codes, _ = _codes(grouped.column("src_note_id"))
-    dst_codes, _ = _codes(grouped.column("dst_note_id"))
+    src_codes, src_dictionary = _ranks(partials.column("src_note_id"))
+    dst_codes, dst_dictionary = _ranks(partials.column("dst_note_id"))
+    n_values, n_codes = np.unique(partials.column("n_u").to_numpy().astype(np.int64), return_inverse=True)
+    counts = partials.column("users").to_numpy().astype(np.int64)
+    # Rows with the same (src, dst, n) add their user counts; a pair's rows are then contiguous.
+    order = _sort_order((src_codes, dst_codes, n_codes), (len(src_dictionary), len(dst_dictionary), len(n_values)))
+    key_change = np.concatenate([[True], (np.diff(src_codes[order]) != 0) | (np.diff(dst_codes[order]) != 0)
+                                 | (np.diff(n_codes[order]) != 0)])
+    row_starts = np.flatnonzero(key_change)
+    c = np.add.reduceat(counts[order], row_starts)
+    n = n_values[n_codes[order][row_starts]]
+    src_codes, dst_codes = src_codes[order][row_starts], dst_codes[order][row_starts]
     change = (src_codes[1:] != src_codes[:-1]) | (dst_codes[1:] != dst_codes[:-1])
     starts = np.concatenate([[0], np.flatnonzero(change) + 1])
     sizes = np.diff(np.concatenate([starts, [len(n)]]))
@@ -230,11 +292,12 @@ def exact_scores(partials: pa.Table) -> pa.Table:
     if len(multi):
         # Common denominator D = lcm(n); numerator = sum(c * D / n); exact in int64 when small.
         log_bound = np.add.reduceat(np.log2(n.astype(np.float64)), starts)[multi]
-        bound_users = users[multi].astype(np.float64)
-        fits = (log_bound < 52) & (log_bound + np.log2(bound_users) < 52)
+        fits = log_bound + np.log2(users[multi].astype(np.float64)) < 52
         fast = multi[fits]
         if len(fast):
-            rows_mask = np.repeat(np.isin(np.arange(len(starts)), fast), sizes)
+            in_fast = np.zeros(len(starts), dtype=bool)
+            in_fast[fast] = True
+            rows_mask = np.repeat(in_fast, sizes)
             sub_n, sub_c = n[rows_mask], c[rows_mask]
             sub_starts = np.concatenate([[0], np.cumsum(sizes[fast])[:-1]])
             denominators = np.lcm.reduceat(sub_n, sub_starts)
@@ -245,8 +308,8 @@ def exact_scores(partials: pa.Table) -> pa.Table:
             score[group] = _exact_sum(n[rows].tolist(), c[rows].tolist())
     return pa.table(
         {
-            "src_note_id": grouped.column("src_note_id").take(pa.array(starts)),
-            "dst_note_id": grouped.column("dst_note_id").take(pa.array(starts)),
+            "src_note_id": src_dictionary.take(pa.array(src_codes[starts])),
+            "dst_note_id": dst_dictionary.take(pa.array(dst_codes[starts])),
             "score": pa.array(score, pa.float64()),
             "users": pa.array(users, pa.int64()),
         },
@@ -268,19 +331,24 @@ def top_related(scores: pa.Table, up: float, low: float, top_t: int) -> pa.Table
     kept = scores.filter(pc.and_(pc.less_equal(score, up), pc.greater_equal(score, low)))
     if kept.num_rows == 0:
         return RELATED.empty_table()
-    kept = kept.sort_by([("src_note_id", "ascending"), ("score", "descending"), ("dst_note_id", "ascending")])
-    src_codes, _ = _codes(kept.column("src_note_id"))
-    starts = _group_starts(src_codes)
-    sizes = np.diff(np.concatenate([starts, [len(src_codes)]]))
-    rank = np.arange(len(src_codes), dtype=np.int64) - np.repeat(starts, sizes) + 1
+    src_codes, _ = _ranks(kept.column("src_note_id"))
+    dst_codes, _ = _ranks(kept.column("dst_note_id"))
+    distinct_scores, score_codes = np.unique(-kept.column("score").to_numpy(), return_inverse=True)
+    order = _sort_order((src_codes, score_codes, dst_codes),
+                        (int(src_codes.max()) + 1, len(distinct_scores), int(dst_codes.max()) + 1))
+    src_sorted = src_codes[order]
+    starts = _group_starts(src_sorted)
+    sizes = np.diff(np.concatenate([starts, [len(src_sorted)]]))
+    rank = np.arange(len(src_sorted), dtype=np.int64) - np.repeat(starts, sizes) + 1
     selected = rank <= top_t
-    kept = kept.filter(pa.array(selected))
+    kept = kept.take(pa.array(order[selected]))
+    rank = rank[selected]
     return pa.table(
         {
             "src_note_id": kept.column("src_note_id"),
             "dst_note_id": kept.column("dst_note_id"),
             "score": kept.column("score"),
-            "rank": pa.array(rank[selected], pa.int32()),
+            "rank": pa.array(rank, pa.int32()),
         },
         schema=RELATED,
     )
