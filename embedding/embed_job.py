@@ -94,8 +94,9 @@ class EmbedJobSummary:
             f"dead letters    {self.dead_lettered}"
             + (f" -> {self.dead_letter_path} {self.dead_letter_reasons}" if self.dead_lettered else ""),
             f"table           {self.table} ({self.table_count} embeddings of this version)",
-            f"model load      {self.load_seconds:.1f} s",
         ]
+        if self.load_seconds:
+            lines.append(f"model load      {self.load_seconds:.1f} s")
         return lines
 
 
