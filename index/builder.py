@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 METRICS = {"ip": faiss.METRIC_INNER_PRODUCT, "l2": faiss.METRIC_L2}
 MIN_POINTS_PER_LIST = 39  # FAISS's own lower bound for k-means training
+MIN_TRAIN_SAMPLE = 10_000  # PQ/SQ codebooks (256 centroids per sub-quantizer) need about this many
 
 
 @dataclass
@@ -29,10 +30,10 @@ class BuildConfig:
 
     factory: str = "Flat"
     nlist: int | None = None  # None: chosen from the corpus size
-    train_sample: int | None = None  # None: 50 vectors per list (at least 39), at most the corpus
+    train_sample: int | None = None  # None: 50 vectors per list (at least 10,000), at most the corpus
     metric: str = "ip"  # inner product on L2-normalised vectors, or "l2"
     rerank: bool | None = None  # None: on for PQ encodings (their recall needs it)
-    rerank_factor: int = 4
+    rerank_factor: int = 8  # candidates fetched per result kept, when re-ranking
     default_nprobe: int = 32
     seed: int = 1234
     use_gpu: bool | None = None  # None: when a GPU is present
@@ -94,9 +95,11 @@ def make_index(dim: int, factory: str, metric: str) -> faiss.Index:
         raise InputError(f"--factory {factory!r} is not a valid FAISS factory for dim {dim}: "
                          f"{faiss_reason(exc)}") from exc
     try:
-        faiss.extract_index_ivf(index)
+        ivf = faiss.downcast_index(faiss.extract_index_ivf(index))
     except RuntimeError as exc:
         raise InputError(f"--factory {factory!r} does not build an IVF index") from exc
+    if hasattr(ivf, "do_polysemous_training"):
+        ivf.do_polysemous_training = False  # slow to train and unused: search ranks by PQ distance
     return index
 
 
@@ -126,7 +129,7 @@ def build(embeddings: Embeddings, config: BuildConfig) -> BuildResult:
         raise InputError(f"--nlist must be at least 1, got {nlist}")
     index = make_index(embeddings.dim, factory, config.metric)
     vectors = prepared_vectors(embeddings, config.metric)
-    train_size = min(n, config.train_sample or max(MIN_POINTS_PER_LIST * nlist, 50 * nlist))
+    train_size = min(n, config.train_sample or max(MIN_TRAIN_SAMPLE, 50 * nlist))
     if train_size < nlist:
         raise InputError(f"cannot train {nlist} lists on {train_size} vectors: lower --nlist or raise --train-sample")
     rng = np.random.default_rng(config.seed)

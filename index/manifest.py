@@ -33,7 +33,7 @@ class Manifest:
     next_id: int = 0
     normalized: bool = True
     rerank: bool = False  # exact re-ranking from vectors.npy
-    rerank_factor: int = 4
+    rerank_factor: int = 8
     default_nprobe: int = 16
     train_size: int = 0  # vectors the quantizer was trained on
     trained_ntotal: int = 0  # corpus size when the quantizer was trained

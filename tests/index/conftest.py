@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -14,6 +15,10 @@ from i2i.schemas import embeddings_schema
 
 DIM = 16
 MODEL = "m-test-1"
+
+# The test hosts have two shared cores: OpenMP teams spinning against other processes make small
+# FAISS calls tens of times slower, so the index tests run FAISS single-threaded.
+faiss.omp_set_num_threads(1)
 
 
 def clustered(rng: np.random.Generator, n: int, dim: int = DIM, clusters: int = 12, spread: float = 0.35) -> np.ndarray:
