@@ -1,0 +1,154 @@
+"""Benchmark of the embedding job and the embedding tables.
+
+Prints, measured in the same run on the same notes:
+  * notes/s of the bare model loop (``NoteEncoder.encode``: length-sorted batches, forward only)
+    and of the embedding job (reading the notes table, skipping present ids, writing Parquet
+    chunks), and their ratio (target: job time within 1.15x of the bare loop);
+  * Redis write and read throughput (vectors/s) and the latency of a 50-id lookup, against a
+    redis-server started on a free loopback port (or ``--redis-url``).
+
+    python bench/embed_bench.py [--notes 512] [--checkpoint DIR] [--device cpu|cuda] [--batch-size 32]
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
+    binary = shutil.which("redis-server")
+    if binary is None:
+        sys.exit("redis-server is not installed; pass --redis-url")
+    port = free_port()
+    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                "--appendonly", "no", "--dir", str(workdir)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return process, f"redis://127.0.0.1:{port}/0"
+        except OSError:
+            time.sleep(0.05)
+    process.terminate()
+    sys.exit("redis-server did not start")
+
+
+def bench_job(args, workdir: Path) -> None:
+    from embedding.checkpoint import load_encoder
+    from embedding.embed_job import EmbedJobConfig, run_embed_job
+    from embedding.testing import make_notes, make_tiny_checkpoint, notes_table
+    from i2i.io import write_table
+
+    checkpoint = args.checkpoint or make_tiny_checkpoint(str(workdir / "checkpoint"))
+    encoder = load_encoder(checkpoint, device=args.device)
+    notes = make_notes(args.notes, groups=16)
+    for i, note in enumerate(notes):  # lengths vary as in real notes, so sorting by length matters
+        note["content"] = " ".join([note["content"]] * (1 + i % 7))
+    write_table(notes_table(notes), workdir / "notes")
+    encoder.encode(notes[: args.batch_size], batch_size=args.batch_size)  # warm-up
+    print(f"model {encoder.model_version} dim={encoder.dim} device={encoder.device} "
+          f"notes={len(notes)} batch={args.batch_size}")
+    bare_times, job_times = [], []
+    for round_ in range(args.rounds):  # interleaved rounds, best of each: fair on a busy machine
+        started = time.perf_counter()
+        encoder.encode(notes, batch_size=args.batch_size)
+        if encoder.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize()
+        bare_times.append(time.perf_counter() - started)
+        config = EmbedJobConfig(notes=str(workdir / "notes"), checkpoint=checkpoint,
+                                table=f"parquet:{workdir}/emb-{round_}", batch_size=args.batch_size,
+                                chunk_size=args.chunk_size, progress=False, compact=False)
+        summary = run_embed_job(config, encoder=encoder)
+        assert summary.embedded == len(notes)
+        job_times.append(summary.seconds)
+    bare, job = min(bare_times), min(job_times)
+    print(f"bare model loop   {len(notes) / bare:9.1f} notes/s  ({bare:.2f} s)")
+    print(f"embedding job     {len(notes) / job:9.1f} notes/s  ({job:.2f} s, Parquet chunks of {args.chunk_size})")
+    print(f"job / bare time   {job / bare:9.3f}x  (target <= 1.15x)")
+
+
+def bench_redis(args, workdir: Path) -> None:
+    from embedding.table import open_table
+
+    process = None
+    url = args.redis_url
+    if url is None:
+        process, url = start_redis(workdir)
+    try:
+        with open_table(url + ("&" if "?" in url else "?") + "prefix=bench") as table:
+            rng = np.random.default_rng(0)
+            ids = [f"note-{i:08d}" for i in range(args.vectors)]
+            vectors = rng.standard_normal((args.vectors, args.dim)).astype(np.float32)
+            started = time.perf_counter()
+            for start in range(0, len(ids), 10_000):
+                table.put_many(ids[start:start + 10_000], vectors[start:start + 10_000], "bench")
+            write = time.perf_counter() - started
+            started = time.perf_counter()
+            scanned = sum(len(batch) for batch, _ in table.scan("bench", batch_size=10_000))
+            scan = time.perf_counter() - started
+            assert scanned == len(ids)
+            order = rng.permutation(len(ids))
+            latencies = []
+            for start in range(0, min(len(ids), args.lookups * 50), 50):
+                wanted = [ids[i] for i in order[start:start + 50]]
+                began = time.perf_counter()
+                lookup = table.get_many(wanted, "bench")
+                latencies.append(time.perf_counter() - began)
+                assert len(lookup.found_ids) == 50
+            latencies_ms = np.array(latencies) * 1e3
+            looked_up = 50 * len(latencies)
+            print(f"redis {url.split('@')[-1]}  {args.vectors} vectors of dim {args.dim}")
+            print(f"redis write       {args.vectors / write:9.0f} vectors/s (pipelined put_many)")
+            print(f"redis read scan   {scanned / scan:9.0f} vectors/s")
+            print(f"redis read 50-id  {looked_up / latencies_ms.sum() * 1e3:9.0f} vectors/s (get_many of 50)")
+            print(f"50-id lookup      p50 {np.percentile(latencies_ms, 50):.3f} ms  "
+                  f"p99 {np.percentile(latencies_ms, 99):.3f} ms  ({len(latencies)} lookups, one round trip each)")
+            table.flush_version("bench")
+    finally:
+        if process is not None:
+            process.terminate()
+            process.wait(timeout=10)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--notes", type=int, default=512)
+    parser.add_argument("--checkpoint", default=None, help="default: a tiny random checkpoint")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--chunk-size", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--vectors", type=int, default=50_000, help="vectors written to Redis")
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--lookups", type=int, default=500)
+    parser.add_argument("--redis-url", default=None)
+    parser.add_argument("--skip-job", action="store_true")
+    parser.add_argument("--skip-redis", action="store_true")
+    args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="embed-bench-") as tmp:
+        if not args.skip_job:
+            bench_job(args, Path(tmp))
+        if not args.skip_redis:
+            bench_redis(args, Path(tmp))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
