@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from i2i.schemas import RELATED, SCORES
+from pipelines.arrays import INT64_SAFE, group_starts, run_lengths, sort_order, string_ranks, sum_by_rows, unique_rows
 
 PARTIALS = pa.schema(
     [
@@ -33,8 +34,6 @@ PARTIALS = pa.schema(
         pa.field("users", pa.int64(), nullable=False),  # how many users with that N_u
     ]
 )
-INT64_SAFE = 2**62
-FLOAT_EXACT = 2**53
 
 
 @dataclass
@@ -58,81 +57,6 @@ class PairBlockLimits:
     max_candidates: int = 4_000_000
 
 
-def _group_starts(sorted_keys: np.ndarray) -> np.ndarray:
-    if len(sorted_keys) == 0:
-        return np.zeros(0, dtype=np.int64)
-    return np.concatenate([[0], np.flatnonzero(sorted_keys[1:] != sorted_keys[:-1]) + 1])
-
-
-def _ranks(column: pa.ChunkedArray | pa.Array) -> tuple[np.ndarray, pa.Array]:
-    """Integer codes that sort like the strings (code i = i-th smallest value), and those values."""
-    encoded = pc.dictionary_encode(column)
-    if isinstance(encoded, pa.ChunkedArray):
-        encoded = encoded.combine_chunks()
-    order = pc.sort_indices(encoded.dictionary).to_numpy()
-    rank_of_code = np.empty(len(order), dtype=np.int64)
-    rank_of_code[order] = np.arange(len(order), dtype=np.int64)
-    codes = rank_of_code[encoded.indices.to_numpy(zero_copy_only=False)]
-    return codes, encoded.dictionary.take(pa.array(order))
-
-
-def _sort_order(columns: tuple[np.ndarray, ...], bases: tuple[int, ...]) -> np.ndarray:
-    """Row order sorting by the columns (first = most significant) of small non-negative ints.
-
-    One int64 key and one argsort when the product of ``bases`` fits, else a lexsort.
-    """
-    total = 1
-    for base in bases:
-        total *= max(int(base), 1)
-    if total < INT64_SAFE:
-        key = np.zeros(len(columns[0]), dtype=np.int64)
-        for column, base in zip(columns, bases):
-            key = key * max(int(base), 1) + column
-        return np.argsort(key, kind="stable")
-    return np.lexsort(tuple(reversed(columns)))
-
-
-def _unique_rows(columns: tuple[np.ndarray, ...], bases: tuple[int, ...]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Distinct rows of small non-negative int columns, sorted, and how often each occurs.
-
-    Packs the columns into one int64 key (a sort, then unpacking) when the product of ``bases``
-    fits, else sorts the rows with a lexsort.
-    """
-    bases = tuple(max(int(b), 1) for b in bases)
-    total = 1
-    for base in bases:
-        total *= base
-    if total < INT64_SAFE:
-        key = np.zeros(len(columns[0]), dtype=np.int64)
-        for column, base in zip(columns, bases):
-            key = key * base + column
-        key.sort()
-        boundary = np.concatenate([[True], key[1:] != key[:-1]]) if len(key) else np.zeros(0, bool)
-        starts = np.flatnonzero(boundary)
-        counts = np.diff(np.concatenate([starts, [len(key)]]))
-        unique = key[starts]
-        decoded = []
-        for base in reversed(bases):
-            unique, digit = np.divmod(unique, base)
-            decoded.append(digit)
-        return decoded[::-1], counts
-    order = np.lexsort(tuple(reversed(columns)))
-    stacked = np.stack([c[order] for c in columns], axis=1)
-    boundary = np.concatenate([[True], np.any(stacked[1:] != stacked[:-1], axis=1)]) if len(order) else np.zeros(0, bool)
-    starts = np.flatnonzero(boundary)
-    counts = np.diff(np.concatenate([starts, [len(order)]]))
-    return [stacked[starts, i] for i in range(len(columns))], counts
-
-
-def _sum_by_rows(columns: tuple[np.ndarray, ...], bases: tuple[int, ...], weights: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-    """Distinct rows and the sum of ``weights`` over each (weights are non-negative ints)."""
-    order = _sort_order(columns, bases)
-    rows, sizes = _run_lengths(tuple(c[order] for c in columns))
-    starts = np.cumsum(sizes) - sizes
-    sums = np.add.reduceat(weights[order], starts) if len(starts) else np.zeros(0, np.int64)
-    return rows, sums
-
-
 def user_pair_partials(events: pa.Table, window_seconds: float, max_events_per_user: int,
                        limits: PairBlockLimits | None = None) -> tuple[pa.Table, UserStats]:
     """From the events of whole users (every event of a user must be in ``events``) to partial sums.
@@ -147,17 +71,17 @@ def user_pair_partials(events: pa.Table, window_seconds: float, max_events_per_u
     if pa.types.is_timestamp(ts.type):
         ts = ts.cast(pa.timestamp("ms", tz="UTC")).cast(pa.int64())
     ts = ts.to_numpy().astype(np.int64)
-    user_codes, _ = _ranks(events.column("user_id"))
-    note_codes, note_dictionary = _ranks(events.column("note_id"))
+    user_codes, _ = string_ranks(events.column("user_id"))
+    note_codes, note_dictionary = string_ranks(events.column("note_id"))
     is_click = pc.equal(events.column("action"), "click").to_numpy(zero_copy_only=False)
     # Order: user, time, note id, action ("click" < "view"): the cap's cut is deterministic.
     ts_offset = ts - ts.min()
-    order = _sort_order((user_codes, ts_offset, note_codes, (~is_click).astype(np.int64)),
+    order = sort_order((user_codes, ts_offset, note_codes, (~is_click).astype(np.int64)),
                         (int(user_codes.max()) + 1, int(ts_offset.max()) + 1, int(note_codes.max()) + 1, 2))
     user_codes, note_codes, ts, is_click = user_codes[order], note_codes[order], ts[order], is_click[order]
 
     # Per-user cap: keep the latest events.
-    starts = _group_starts(user_codes)
+    starts = group_starts(user_codes)
     sizes = np.diff(np.concatenate([starts, [len(user_codes)]]))
     user_rank = np.repeat(np.arange(len(starts), dtype=np.int64), sizes)
     position = np.arange(len(user_codes), dtype=np.int64) - starts[user_rank]
@@ -170,7 +94,7 @@ def user_pair_partials(events: pa.Table, window_seconds: float, max_events_per_u
     num_users, num_notes = stats.users, len(note_dictionary)
 
     # N_u: distinct clicked notes per user.
-    (clicked_users, _), _ = _unique_rows((user_rank[is_click], note_codes[is_click]), (num_users, num_notes))
+    (clicked_users, _), _ = unique_rows((user_rank[is_click], note_codes[is_click]), (num_users, num_notes))
     n_u = np.bincount(clicked_users, minlength=num_users).astype(np.int64)
     n_values, n_code_of_user = np.unique(n_u, return_inverse=True)
 
@@ -179,7 +103,7 @@ def user_pair_partials(events: pa.Table, window_seconds: float, max_events_per_u
     base_ts = int(ts.min())
     span = int(ts.max()) - base_ts + window_ms + 1
     pieces: list[tuple[np.ndarray, ...]] = []
-    user_starts = _group_starts(user_rank)
+    user_starts = group_starts(user_rank)
     user_ends = np.concatenate([user_starts[1:], [len(user_rank)]])
     users_per_block = max(1, min(num_users, INT64_SAFE // span - 1))
     for block_start in range(0, num_users, users_per_block):
@@ -193,7 +117,7 @@ def user_pair_partials(events: pa.Table, window_seconds: float, max_events_per_u
     src, dst, n_code, users = (np.concatenate([p[i] for p in pieces]) for i in range(4))
     stats.user_pairs = int(users.sum())
     if len(pieces) > 1:  # the same (A, B, N_u) may come from several chunks
-        (src, dst, n_code), users = _sum_by_rows((src, dst, n_code), (num_notes, num_notes, len(n_values)), users)
+        (src, dst, n_code), users = sum_by_rows((src, dst, n_code), (num_notes, num_notes, len(n_values)), users)
     partials = pa.table(
         {
             "src_note_id": note_dictionary.take(pa.array(src)),
@@ -220,7 +144,7 @@ def _block_pairs(users: np.ndarray, ts: np.ndarray, notes: np.ndarray, is_click:
     hi = np.searchsorted(click_key, key + window_ms, side="right")  # last click within the window
     counts = hi - lo
     out = []
-    user_starts = _group_starts(users)
+    user_starts = group_starts(users)
     user_ends = np.concatenate([user_starts[1:], [len(users)]])
     user_totals = np.add.reduceat(counts, user_starts)
     chunk_first_user = 0
@@ -241,23 +165,12 @@ def _block_pairs(users: np.ndarray, ts: np.ndarray, notes: np.ndarray, is_click:
             src, dst, pair_users = src[distinct], dst[distinct], pair_users[distinct]
             n_code = n_code_of_user[pair_users + chunk_first_user]
             # Sorting by (A, B, N_u, user) removes repeated (user, A, B) and leaves each (A, B, N_u) contiguous.
-            (src, dst, n_code, _), _ = _unique_rows((src, dst, n_code, pair_users),
+            (src, dst, n_code, _), _ = unique_rows((src, dst, n_code, pair_users),
                                                     (num_notes, num_notes, num_n, chunk_last_user - chunk_first_user))
-            groups, sizes = _run_lengths((src, dst, n_code))
+            groups, sizes = run_lengths((src, dst, n_code))
             out.append((*groups, sizes))
         chunk_first_user = chunk_last_user
     return out
-
-
-def _run_lengths(columns: tuple[np.ndarray, ...]) -> tuple[list[np.ndarray], np.ndarray]:
-    """Runs of equal consecutive rows (columns already sorted): the rows and their lengths."""
-    change = np.zeros(len(columns[0]), dtype=bool)
-    if len(change):
-        change[0] = True
-        for c in columns:
-            change[1:] |= c[1:] != c[:-1]
-    starts = np.flatnonzero(change)
-    return [c[starts] for c in columns], np.diff(np.concatenate([starts, [len(change)]]))
 
 
 def exact_scores(partials: pa.Table) -> pa.Table:
@@ -267,12 +180,12 @@ def exact_scores(partials: pa.Table) -> pa.Table:
     """
     if partials.num_rows == 0:
         return SCORES.empty_table()
-    src_codes, src_dictionary = _ranks(partials.column("src_note_id"))
-    dst_codes, dst_dictionary = _ranks(partials.column("dst_note_id"))
+    src_codes, src_dictionary = string_ranks(partials.column("src_note_id"))
+    dst_codes, dst_dictionary = string_ranks(partials.column("dst_note_id"))
     n_values, n_codes = np.unique(partials.column("n_u").to_numpy().astype(np.int64), return_inverse=True)
     counts = partials.column("users").to_numpy().astype(np.int64)
     # Rows with the same (src, dst, n) add their user counts; a pair's rows are then contiguous.
-    order = _sort_order((src_codes, dst_codes, n_codes), (len(src_dictionary), len(dst_dictionary), len(n_values)))
+    order = sort_order((src_codes, dst_codes, n_codes), (len(src_dictionary), len(dst_dictionary), len(n_values)))
     key_change = np.concatenate([[True], (np.diff(src_codes[order]) != 0) | (np.diff(dst_codes[order]) != 0)
                                  | (np.diff(n_codes[order]) != 0)])
     row_starts = np.flatnonzero(key_change)
@@ -331,13 +244,13 @@ def top_related(scores: pa.Table, up: float, low: float, top_t: int) -> pa.Table
     kept = scores.filter(pc.and_(pc.less_equal(score, up), pc.greater_equal(score, low)))
     if kept.num_rows == 0:
         return RELATED.empty_table()
-    src_codes, _ = _ranks(kept.column("src_note_id"))
-    dst_codes, _ = _ranks(kept.column("dst_note_id"))
+    src_codes, _ = string_ranks(kept.column("src_note_id"))
+    dst_codes, _ = string_ranks(kept.column("dst_note_id"))
     distinct_scores, score_codes = np.unique(-kept.column("score").to_numpy(), return_inverse=True)
-    order = _sort_order((src_codes, score_codes, dst_codes),
+    order = sort_order((src_codes, score_codes, dst_codes),
                         (int(src_codes.max()) + 1, len(distinct_scores), int(dst_codes.max()) + 1))
     src_sorted = src_codes[order]
-    starts = _group_starts(src_sorted)
+    starts = group_starts(src_sorted)
     sizes = np.diff(np.concatenate([starts, [len(src_sorted)]]))
     rank = np.arange(len(src_sorted), dtype=np.int64) - np.repeat(starts, sizes) + 1
     selected = rank <= top_t
