@@ -248,7 +248,7 @@ class ParquetEmbeddingTable(EmbeddingTable):
     def scan(self, model_version: str, batch_size: int = 65536) -> Iterator[tuple[list[str], np.ndarray]]:
         rows = self._rows(model_version)
         for start in range(0, len(rows.ids), batch_size):
-            yield rows.ids[start:start + batch_size], rows.matrix[start:start + batch_size]
+            yield rows.ids[start:start + batch_size], rows.matrix[start:start + batch_size].copy()
 
     def count(self, model_version: str) -> int:
         return len(self._rows(model_version).ids)
