@@ -7,7 +7,7 @@ spread over a few processes) that each send Recall(history of 50 notes, k=200) b
 a fixed time. Prints QPS, p50/p95/p99 latency and errors per mode, and the ratios of the
 per-note baseline to the batched server, both measured in this run.
 
-    python bench/recall_load.py [--notes 1000000] [--dim 64] [--nlist 2048] [--nprobe 8]
+    python bench/recall_load.py [--notes 1000000] [--dim 64] [--nlist 0 (auto)] [--nprobe 8]
                                 [--history 50] [--k 200] [--concurrency 8] [--client-processes 2]
                                 [--duration 10] [--warmup 2] [--cache-dir DIR] [--modes batched,per_note]
 """
@@ -38,7 +38,7 @@ class BenchConfig:
     notes: int = 1_000_000
     dim: int = 64
     clusters: int = 2000
-    nlist: int = 2048
+    nlist: int = 0  # 0 = the index builder's own choice (about 4 sqrt(notes): 4096 for 1M)
     nprobe: int = 8
     history: int = 50
     k: int = 200
@@ -47,6 +47,7 @@ class BenchConfig:
     duration: float = 10.0
     warmup: float = 2.0
     histories: int = 2000
+    rate: float = 0.0  # 0 = closed loop (each client sends again as soon as it has an answer); else total requests/s
     seed: int = 42
     cache_dir: Path = Path(tempfile.gettempdir()) / "i2i-bench-recall-load"
     modes: tuple[str, ...] = ("batched", "per_note")
@@ -99,8 +100,7 @@ def prepare(cfg: BenchConfig) -> tuple[Path, str]:
     store = IndexStore(index_dir)
     with store.writer_lock():
         summary = build_from_embeddings(store, Embeddings(ids, vectors, MODEL_VERSION),
-                                        BuildConfig(factory="Flat", nlist=cfg.nlist, default_nprobe=cfg.nprobe,
-                                                    train_sample=min(cfg.notes, 40 * cfg.nlist)))
+                                        BuildConfig(factory="Flat", nlist=cfg.nlist or None, default_nprobe=cfg.nprobe))
     print(f"index {summary.version} ({summary.factory}, {summary.ntotal:,} notes) built in "
           f"{time.perf_counter() - started:.1f} s")
     ready.write_text("ok\n")
@@ -154,8 +154,13 @@ def stop_server(process: subprocess.Popen) -> str:
 
 # --------------------------------------------------------------------------- clients
 def client_process(target: str, histories: list[list[str]], loops: int, k: int, warmup: float, duration: float,
-                   offset: int, results) -> None:
-    """Runs ``loops`` closed-loop callers on one aio channel; sends (latencies, errors) back."""
+                   offset: int, interval: float, results) -> None:
+    """Runs ``loops`` callers on one aio channel; sends (latencies, errors) back.
+
+    ``interval`` 0: closed loop. Otherwise each caller has a send schedule every ``interval``
+    seconds and latency counts from the scheduled time, so a server that falls behind is charged
+    for the queueing it causes.
+    """
     import grpc
 
     from recall_server.stubs import recall_pb2, recall_pb2_grpc
@@ -170,13 +175,20 @@ def client_process(target: str, histories: list[list[str]], loops: int, k: int, 
 
             async def loop(slot: int):
                 i = offset + slot * 7919
+                scheduled = begin + (interval * slot / max(loops, 1))
                 while True:
                     now = time.perf_counter()
                     if now >= end:
                         return
+                    if interval:
+                        if scheduled > now:
+                            await asyncio.sleep(scheduled - now)
+                        started = scheduled
+                        scheduled += interval
                     request = recall_pb2.RecallRequest(user_id=f"u{i}", history=histories[i % len(histories)], k=k)
                     i += 1
-                    started = time.perf_counter()
+                    if not interval:
+                        started = time.perf_counter()
                     try:
                         await stub.Recall(request, timeout=5)
                         code = None
@@ -199,8 +211,10 @@ def drive(cfg: BenchConfig, target: str, histories: list[list[str]]) -> dict:
     results = context.Queue()
     per_process = [cfg.concurrency // cfg.client_processes + (1 if p < cfg.concurrency % cfg.client_processes else 0)
                    for p in range(cfg.client_processes)]
+    interval = cfg.concurrency / cfg.rate if cfg.rate > 0 else 0.0
     processes = [context.Process(target=client_process,
-                                 args=(target, histories, loops, cfg.k, cfg.warmup, cfg.duration, p * 104729, results))
+                                 args=(target, histories, loops, cfg.k, cfg.warmup, cfg.duration, p * 104729, interval,
+                                       results))
                  for p, loops in enumerate(per_process) if loops]
     for process in processes:
         process.start()
@@ -227,6 +241,8 @@ def parse(argv: list[str]) -> BenchConfig:
     for name in ("notes", "dim", "clusters", "nlist", "nprobe", "history", "k", "concurrency", "client_processes",
                  "histories", "seed"):
         p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+    p.add_argument("--rate", type=float, default=d.rate,
+                   help="offered load in requests/s over all clients (open loop); 0 = closed loop")
     p.add_argument("--duration", type=float, default=d.duration, help="measured seconds per mode")
     p.add_argument("--warmup", type=float, default=d.warmup, help="unmeasured seconds before each measurement")
     p.add_argument("--cache-dir", type=Path, default=d.cache_dir, help="where the table and index are kept")
@@ -239,9 +255,10 @@ def parse(argv: list[str]) -> BenchConfig:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(sys.argv[1:] if argv is None else argv)
-    print(f"recall load: {cfg.notes:,} notes x {cfg.dim}-d, IVF nlist={cfg.nlist} nprobe={cfg.nprobe}, "
+    loop = f"open loop at {cfg.rate:.0f} requests/s" if cfg.rate > 0 else "closed loop"
+    print(f"recall load: {cfg.notes:,} notes x {cfg.dim}-d, IVF nlist={cfg.nlist or 'auto'} nprobe={cfg.nprobe}, "
           f"history {cfg.history}, k {cfg.k}, {cfg.concurrency} concurrent clients in {cfg.client_processes} "
-          f"processes, {cfg.duration:.0f} s measured after {cfg.warmup:.0f} s warm-up, {os.cpu_count()} CPUs")
+          f"processes ({loop}), {cfg.duration:.0f} s measured after {cfg.warmup:.0f} s warm-up, {os.cpu_count()} CPUs")
     index_dir, table_url = prepare(cfg)
     histories = sample_histories(cfg)
     figures: dict[str, dict] = {}

@@ -89,6 +89,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         self.metrics = metrics
         # Lookups run here so a table that hangs costs the caller at most its deadline, not a stuck call.
         self._lookups = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lookup")
+        self._local_table = str(getattr(table, "url", "")).startswith("parquet:")
 
     def close(self) -> None:
         self._lookups.shutdown(wait=False, cancel_futures=True)
@@ -162,11 +163,12 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         budget = self.config.table_timeout_seconds
         if remaining is not None:  # answer before the caller gives up, so it learns why
             budget = min(budget, max(remaining - min(0.05, remaining * 0.2), 0.001))
-        pending = self._lookups.submit(self.table.get_many, queries, model_version)
         try:
+            if self._local_table:  # an in-process table cannot hang; skip the thread hop
+                return self.table.get_many(queries, model_version)
+            pending = self._lookups.submit(self.table.get_many, queries, model_version)
             return pending.result(timeout=budget)
         except futures.TimeoutError:
-            pending.cancel()
             raise RecallAbort(grpc.StatusCode.UNAVAILABLE,
                               f"embedding table did not answer within {budget:.3f} s") from None
         except TABLE_UNAVAILABLE as exc:
