@@ -126,7 +126,11 @@ class ValidationReport:
 MAX_ROWS_SHOWN = 10
 
 
-def _rows(mask: pa.Array) -> tuple[list[int], int]:
+def _rows(mask: pa.Array | pa.ChunkedArray) -> tuple[list[int], int]:
+    if len(mask) == 0:  # indices_nonzero crashes on an empty chunked array
+        return [], 0
+    if isinstance(mask, pa.ChunkedArray):
+        mask = mask.combine_chunks()
     indices = pc.indices_nonzero(pc.fill_null(mask, True)).to_pylist()
     return indices[:MAX_ROWS_SHOWN], len(indices)
 

@@ -65,3 +65,10 @@ def test_embedding_dimension_checked():
     })
     assert validate(table, "embeddings", embeddings_schema(4)).ok
     assert "embedding: type" in str(validate(table, "embeddings", embeddings_schema(8)))
+
+
+def test_empty_tables_validate():
+    empty = EVENTS.empty_table()
+    assert validate(empty, "events").ok
+    assert validate(pa.Table.from_batches([], EVENTS), "events").ok
+    assert conform(empty, "events").num_rows == 0
