@@ -37,6 +37,26 @@ SUBCOMMANDS: dict[str, Subcommand] = {
 }
 
 
+PROJECT_LOGGERS = ("i2i", "pipelines", "embedding", "index", "recall_server")
+# Import-time notices of optional cloud connectors that a local run never uses.
+IGNORED_NOTICES = ("apitools not found", "bigquery_storage_v1")
+
+
+class DropImportNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(notice in message for notice in IGNORED_NOTICES)
+
+
+def configure_logging() -> None:
+    """INFO from the project's own loggers, WARNING and above from libraries (Beam, faiss, grpc)."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(DropImportNotices())
+    for name in PROJECT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
 def usage() -> str:
     width = max(len(name) for name in SUBCOMMANDS)
     lines = ["usage: i2i <command> [options]   (i2i <command> --help for its options)", "", "commands:"]
@@ -61,7 +81,7 @@ def resolve(name: str):
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging()
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(usage())
         return 0 if argv else EXIT_BAD_INPUT
