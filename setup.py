@@ -31,8 +31,8 @@ setup(
     description="Item-to-item recall for notes, after NoteLLM-2: Beam pipelines, a multimodal "
     "representation model, embedding tables, a FAISS IVF index and a gRPC recall server.",
     python_requires=">=3.10",
-    packages=find_packages(include=["i2i*", "pipelines*", "embedding*", "index*", "recall_server*", "proto*"]),
-    package_data={"proto": ["i2i/v1/*.proto", "_generated/*.py", "_generated/**/*.py", "_generated/STAMP"]},
+    packages=find_packages(include=["i2i*", "pipelines*", "embedding*", "index*", "recall_server*"]),
+    package_data={"recall_server": ["_generated/*.py", "_generated/**/*.py", "_generated/STAMP"]},
     include_package_data=True,
     install_requires=[r for r in _requirements("requirements.txt") if not r.startswith(("pytest", "hypothesis"))],
     extras_require={

@@ -16,7 +16,7 @@ import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from proto import recall_pb2, recall_pb2_grpc
+from recall_server.stubs import recall_pb2, recall_pb2_grpc
 
 
 def free_port() -> int:

@@ -1,7 +1,9 @@
 """Generates Python gRPC stubs from the .proto files, regenerating whenever a .proto changes.
 
-The stamp file records a hash of every .proto, so generated code can never go stale: install
-(setup.py build_py) forces a generation and every import checks the stamp.
+The stubs land in the ``recall_server._generated`` package (the name ``proto`` is taken by
+proto-plus, a dependency of Beam). The stamp file records a hash of every .proto, so generated
+code can never go stale: install (setup.py build_py) forces a generation and
+``recall_server.stubs`` checks the stamp on import.
 """
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ import tempfile
 from pathlib import Path
 
 PROTO_ROOT = Path(__file__).resolve().parent
-GENERATED = PROTO_ROOT / "_generated"
+GENERATED = PROTO_ROOT.parent / "recall_server" / "_generated"
+GENERATED_PACKAGE = "recall_server._generated"
 STAMP = GENERATED / "STAMP"
 
 
@@ -33,14 +36,14 @@ def is_stale() -> bool:
 
 
 def generate(force: bool = False) -> Path:
-    """Runs protoc (from grpcio-tools) into proto/_generated, atomically replacing older output."""
+    """Runs protoc (from grpcio-tools) into recall_server/_generated, atomically replacing older output."""
     if not force and not is_stale():
         return GENERATED
     from grpc_tools import protoc
     import grpc_tools
 
     include = str(Path(grpc_tools.__file__).parent / "_proto")
-    tmp = Path(tempfile.mkdtemp(prefix="_generated.", dir=PROTO_ROOT))
+    tmp = Path(tempfile.mkdtemp(prefix="._generated.", dir=GENERATED.parent))
     args = ["protoc", f"-I{PROTO_ROOT}", f"-I{include}", f"--python_out={tmp}", f"--grpc_python_out={tmp}"]
     args += [str(p) for p in proto_files()]
     if protoc.main(args) != 0:
@@ -50,12 +53,12 @@ def generate(force: bool = False) -> Path:
     # protoc writes imports relative to its include root (``from i2i.v1 import ...``); make them
     # absolute so the stubs never collide with the top-level ``i2i`` package.
     for module in tmp.rglob("*_pb2*.py"):
-        text = module.read_text().replace("from i2i.v1 import", "from proto._generated.i2i.v1 import")
+        text = module.read_text().replace("from i2i.v1 import", f"from {GENERATED_PACKAGE}.i2i.v1 import")
         module.write_text(text)
     (tmp / "STAMP").write_text(source_digest() + "\n")
     old = None
     if GENERATED.exists():
-        old = PROTO_ROOT / f"_generated.old.{os.getpid()}"
+        old = GENERATED.parent / f"._generated.old.{os.getpid()}"
         GENERATED.rename(old)
     tmp.rename(GENERATED)
     if old is not None:

@@ -1,38 +1,29 @@
-"""The generated i2i.v1 stubs, importable even where another distribution owns the name ``proto``.
+"""The generated i2i.v1 stubs (``recall_pb2``, ``recall_pb2_grpc``), regenerated first if stale.
 
-Apache Beam depends on proto-plus, which installs a top-level package also called ``proto``; with
-an editable install it is found first, so ``from proto import recall_pb2`` fails outside the
-repository root. Then the project's own ``proto`` package is imported from the project root and
-proto-plus is put back in ``sys.modules`` for whoever needs it.
+They are generated from ``proto/i2i/v1/*.proto`` into ``recall_server/_generated`` by
+``proto/codegen.py``; in a source checkout, a .proto edited since the last generation is
+compiled again here, so the stubs can never go stale.
 """
 from __future__ import annotations
 
-import importlib
-import sys
+import importlib.util
 from pathlib import Path
 
-PROJECT_ROOT = str(Path(__file__).resolve().parents[1])
+CODEGEN = Path(__file__).resolve().parents[1] / "proto" / "codegen.py"
 
 
-def _load():
-    try:
-        from proto import recall_pb2, recall_pb2_grpc
-
-        return recall_pb2, recall_pb2_grpc
-    except ImportError:
-        pass
-    other = sys.modules.pop("proto", None)
-    sys.path.insert(0, PROJECT_ROOT)
-    try:
-        importlib.invalidate_caches()
-        ours = importlib.import_module("proto")
-        return ours.recall_pb2, ours.recall_pb2_grpc
-    finally:
-        sys.path.remove(PROJECT_ROOT)
-        if other is not None:
-            sys.modules["proto"] = other
+def _refresh_if_stale() -> None:
+    if not CODEGEN.exists():  # installed without the source tree: use the stubs shipped with it
+        return
+    spec = importlib.util.spec_from_file_location("i2i_proto_codegen", CODEGEN)
+    codegen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(codegen)
+    if codegen.is_stale():
+        codegen.generate()
 
 
-recall_pb2, recall_pb2_grpc = _load()
+_refresh_if_stale()
+
+from recall_server._generated.i2i.v1 import recall_pb2, recall_pb2_grpc  # noqa: E402
 
 __all__ = ["recall_pb2", "recall_pb2_grpc"]

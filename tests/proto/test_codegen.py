@@ -1,9 +1,29 @@
-from proto import codegen, recall_pb2, recall_pb2_grpc
+import importlib.util
+from pathlib import Path
+
+from recall_server.stubs import recall_pb2, recall_pb2_grpc
+
+CODEGEN = Path(__file__).resolve().parents[2] / "proto" / "codegen.py"
+
+
+def load_codegen():
+    spec = importlib.util.spec_from_file_location("codegen_under_test", CODEGEN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_generated_stubs_match_proto_source():
+    codegen = load_codegen()
     assert not codegen.is_stale()
     assert codegen.STAMP.read_text().strip() == codegen.source_digest()
+    assert Path(recall_pb2.__file__).parent == codegen.GENERATED / "i2i" / "v1"
+
+
+def test_stubs_do_not_shadow_other_packages():
+    import proto  # proto-plus, a dependency of Beam's cloud connectors, keeps its name
+
+    assert not hasattr(proto, "recall_pb2")
 
 
 def test_service_shape_follows_contract():
