@@ -42,6 +42,7 @@ class LLMConfig:
     tiny_layers: int = 2
     tiny_heads: int = 4
     gradient_checkpointing: bool = False
+    train_embeddings: bool = True  # False freezes the word-embedding table (much cheaper steps on CPU)
 
 
 @dataclass

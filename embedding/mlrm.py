@@ -43,6 +43,8 @@ class MLRM(nn.Module):
         self.gate = LateFusionGate(vision_dim, hidden) if config.uses_late_fusion else None
         self.head = nn.Linear(hidden, config.embed_dim)
         self.tau = nn.Parameter(torch.tensor(float(config.temperature_init)))  # logits scaled by e^tau
+        if not config.llm.train_embeddings:
+            self.llm.get_input_embeddings().weight.requires_grad_(False)
         if config.llm.gradient_checkpointing:
             self.llm.gradient_checkpointing_enable()
 
