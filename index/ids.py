@@ -111,6 +111,11 @@ class IdMap:
         """Ids of notes that must all be present."""
         return np.array([self._by_note[n] for n in note_ids], dtype=np.int64)
 
+    def lookup(self, note_ids: Sequence[str]) -> np.ndarray:
+        """Ids of notes, -1 for notes without one."""
+        get = self._by_note.get
+        return np.fromiter((get(n, -1) for n in note_ids), dtype=np.int64, count=len(note_ids))
+
     def fingerprint_of(self, ids: np.ndarray) -> np.ndarray:
         return self._fingerprints[ids]
 

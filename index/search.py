@@ -16,7 +16,7 @@ from i2i.errors import InputError
 from index.manifest import Manifest
 from index.version_files import VersionContents
 
-DEFAULT_BATCH = 4096
+DEFAULT_BATCH = 1024
 
 
 def normalize_rows(vectors: np.ndarray) -> np.ndarray:
@@ -41,11 +41,9 @@ def exact_rerank(queries: np.ndarray, labels: np.ndarray, vectors: np.ndarray, k
     valid = labels >= 0
     candidates = np.asarray(vectors[np.where(valid, labels, 0).ravel()], dtype=np.float32)
     candidates = candidates.reshape(labels.shape[0], labels.shape[1], -1)
-    if metric == "ip":
-        scores = np.einsum("qd,qcd->qc", queries, candidates)
-    else:
-        diff = candidates - queries[:, None, :]
-        scores = -np.einsum("qcd,qcd->qc", diff, diff)
+    scores = np.matmul(candidates, queries[:, :, None])[:, :, 0]  # batched GEMV
+    if metric == "l2":
+        scores = 2 * scores - np.einsum("qcd,qcd->qc", candidates, candidates) - (queries * queries).sum(1)[:, None]
     scores[~valid] = -np.inf
     order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(np.where(valid, labels, -1), order, axis=1)

@@ -73,16 +73,16 @@ def plan_update(contents: VersionContents, embeddings: Embeddings, deletes: list
     plan = UpdatePlan(tombstones=tombstones)
     plan.removes = sorted(n for n in ids.note_ids() if n not in table_notes or n in tombstones)
     fingerprints = vector_fingerprints(embeddings.vectors)
-    for row, note_id in enumerate(embeddings.note_ids):
-        if note_id in tombstones:
-            continue
-        known = ids.id_of(note_id)
-        if known is None:
-            plan.adds.append(note_id)
-        elif ids.fingerprint_of(np.array([known]))[0] != fingerprints[row]:
-            plan.replaces.append(note_id)
-        else:
-            plan.unchanged += 1
+    live = np.array([n not in tombstones for n in embeddings.note_ids], dtype=bool)
+    known = ids.lookup(embeddings.note_ids)
+    known[~live] = -1
+    present = known >= 0
+    changed = np.zeros(len(known), dtype=bool)
+    changed[present] = ids.fingerprint_of(known[present]) != fingerprints[present]
+    names = embeddings.note_ids
+    plan.adds = [names[row] for row in np.flatnonzero(live & ~present)]
+    plan.replaces = [names[row] for row in np.flatnonzero(changed)]
+    plan.unchanged = int((present & ~changed).sum())
     return plan
 
 
