@@ -278,6 +278,8 @@ class IndexStore:
                 if entry.name.startswith(STAGING_PREFIX):
                     shutil.rmtree(entry, ignore_errors=True)
                     report.staging_removed += 1
+        for leftover in self.root.glob(f".{CURRENT_FILE}.tmp-*"):  # a CURRENT write cut short
+            _remove_quietly(leftover)
         held = self.held_versions(clean_stale=True)
         current = self.current_version()
         versions = self.versions()
