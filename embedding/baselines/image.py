@@ -20,21 +20,22 @@ from i2i.errors import InputError
 
 log = logging.getLogger(__name__)
 
-IMAGE_SIZE = 224  # EfficientNet-Lite0's native resolution
+IMAGE_SIZE = 224  # EfficientNet-Lite0's native resolution, used when the offline config is absent
 
 
-def offline_normalisation() -> tuple[float, float]:
-    """Pixel mean and std of the offline (EfficientNet-Lite0) model configuration."""
+def offline_vision_settings() -> tuple[int, float, float]:
+    """Image size, pixel mean and std of the offline (EfficientNet-Lite0) model configuration,
+    so the baseline sees exactly what the model's frozen vision encoder sees."""
     try:
         from embedding.config import preset
 
         vision = preset("cpu_offline")["model"]["vision"]
-        return float(vision.get("mean", 0.5)), float(vision.get("std", 0.5))
+        return int(vision.get("image_size", IMAGE_SIZE)), float(vision.get("mean", 0.5)), float(vision.get("std", 0.5))
     except (InputError, KeyError):
-        return 0.5, 0.5
+        return IMAGE_SIZE, 0.5, 0.5
 
 
-def load_vision_encoder(image_size: int = IMAGE_SIZE) -> torch.nn.Module:
+def load_vision_encoder(image_size: int) -> torch.nn.Module:
     """The offline vision backbone with its pretrained weights, frozen."""
     from embedding.backbones import EfficientNetLite0, freeze
 
@@ -50,11 +51,11 @@ class ImageFeatureEncoder:
     """Pooled features of a vision encoder (``forward(pixels) -> (sequence, pooled)``) for note images."""
 
     def __init__(self, vision: torch.nn.Module | None = None, device: str | None = None,
-                 image_size: int = IMAGE_SIZE, mean: float | None = None, std: float | None = None) -> None:
+                 image_size: int | None = None, mean: float | None = None, std: float | None = None) -> None:
+        default_size, default_mean, default_std = offline_vision_settings()
+        self.image_size = default_size if image_size is None else image_size
         self.device = pick_device(device)
-        self.vision = (vision or load_vision_encoder(image_size)).to(self.device).eval()
-        default_mean, default_std = offline_normalisation()
-        self.image_size = image_size
+        self.vision = (vision or load_vision_encoder(self.image_size)).to(self.device).eval()
         self.mean = default_mean if mean is None else mean
         self.std = default_std if std is None else std
         self.missing_images = 0

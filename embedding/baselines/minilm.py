@@ -43,16 +43,18 @@ class MiniLMEncoder:
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 64, progress: bool = False) -> np.ndarray:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        order = np.argsort([len(text) for text in texts], kind="stable")  # similar lengths pad less
         starts = range(0, len(texts), batch_size)
         for start in tqdm(starts, desc="minilm", unit="batch", disable=not progress):
+            rows = order[start:start + batch_size]
             batch = self.tokenizer(
-                list(texts[start:start + batch_size]), padding=True, truncation=True,
+                [texts[i] for i in rows], padding=True, truncation=True,
                 max_length=self.max_length, return_tensors="pt",
             ).to(self.device)
             hidden = self.model(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)
-            out[start:start + len(pooled)] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
+            out[rows] = torch.nn.functional.normalize(pooled, dim=-1).float().cpu().numpy()
         return out
 
     def encode_notes(self, notes: Sequence[Mapping], batch_size: int = 64, progress: bool = False) -> np.ndarray:
