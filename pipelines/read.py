@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from i2i.records import dead_letters_to_table, events_to_table, iter_parquet_records, split_events
+from i2i.records import Event, dead_letters_to_table, events_to_table, iter_parquet_records, parse_event
 from i2i.schemas import EVENTS
 from pipelines.paths import PARQUET_SUFFIXES
 
@@ -53,27 +53,46 @@ class ParseEventFile(beam.DoFn):
     def __init__(self, batch_size: int = 65536) -> None:
         self.batch_size = batch_size
 
-    def _records(self, path: str) -> Iterator[list]:
+    def _batches(self, path: str) -> Iterator[tuple[list, pa.Table | None]]:
+        """(records, the same rows as an Arrow table when it holds the events' exact values)."""
         with FileSystems.open(path) as handle:
             if path.endswith(PARQUET_SUFFIXES):
                 parquet = pq.ParquetFile(handle)
                 wanted = [name for name in EVENTS.names if name in parquet.schema_arrow.names]
                 for batch in parquet.iter_batches(batch_size=self.batch_size, columns=wanted):
-                    yield list(iter_parquet_records(pa.Table.from_batches([batch])))
+                    table = pa.Table.from_batches([batch])
+                    yield list(iter_parquet_records(table)), table if _holds_exact_values(table) else None
             else:
-                yield from _chunks(_jsonl_lines(handle), self.batch_size)
+                for records in _chunks(_jsonl_lines(handle), self.batch_size):
+                    yield records, None
 
     def process(self, path: str):
         file_key = f"{zlib.crc32(path.encode('utf-8')):08x}"
-        for index, records in enumerate(self._records(path)):
-            good, dead = split_events(records, source=path)
+        for index, (records, table) in enumerate(self._batches(path)):
+            verdicts = [parse_event(record, path) for record in records]
+            valid = [isinstance(v, Event) for v in verdicts]
+            dead = [v for v, ok in zip(verdicts, valid) if not ok]
             yield beam.pvalue.TaggedOutput(COUNTS, ("input", len(records)))
-            yield beam.pvalue.TaggedOutput(COUNTS, ("valid", len(good)))
+            yield beam.pvalue.TaggedOutput(COUNTS, ("valid", len(records) - len(dead)))
             yield beam.pvalue.TaggedOutput(COUNTS, ("dead_lettered", len(dead)))
-            if good:
-                yield events_to_table(good)
+            if len(dead) < len(records):
+                if table is not None:  # the valid rows as they are: no rebuild from Python objects
+                    yield table.filter(pa.array(valid)).select(EVENTS.names).cast(EVENTS)
+                else:
+                    yield events_to_table([v for v, ok in zip(verdicts, valid) if ok])
             if dead:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, (f"{file_key}-{index:05d}", dead_letters_to_table(dead)))
+
+
+def _holds_exact_values(table: pa.Table) -> bool:
+    """True when the columns already carry what parse_event returns for a valid row: string ids
+    and action, and a zone-aware timestamp (parse_event reads it as the same epoch milliseconds)."""
+    if table.column_names != EVENTS.names and set(table.column_names) != set(EVENTS.names):
+        return False
+    strings = all(pa.types.is_string(table.schema.field(n).type) or pa.types.is_large_string(table.schema.field(n).type)
+                  for n in ("user_id", "note_id", "action"))
+    ts = table.schema.field("ts").type
+    return strings and pa.types.is_timestamp(ts) and ts.tz is not None and ts.unit in ("s", "ms")
 
 
 class ReadEvents(beam.PTransform):
