@@ -34,17 +34,17 @@ class DemoConfig:
     batch_size: int = 16
     llm_layers: int = 4
     backbone: str = "offline"
-    new_notes_fraction: float = 0.08  # of notes, published on the next day
-    deletes: int = 5
+    deletes: int = 5  # day-one notes deleted on the next day; notes published that day arrive as new
     users_shown: int = 3
     k: int = 10
 
 
 class Stage:
-    """Prints a banner and the wall time of one stage."""
+    """Prints a banner and the wall time of one stage, and records the time in ``timings``."""
 
-    def __init__(self, number: int, title: str) -> None:
+    def __init__(self, number: int, title: str, timings: dict[str, float]) -> None:
         self.label = f"[{number}] {title}"
+        self.timings = timings
 
     def __enter__(self) -> "Stage":
         print(f"\n=== {self.label} ===", flush=True)
@@ -53,7 +53,9 @@ class Stage:
 
     def __exit__(self, exc_type, *_) -> None:
         status = "done" if exc_type is None else "FAILED"
-        print(f"--- {self.label}: {status} in {time.perf_counter() - self.started:.1f}s", flush=True)
+        seconds = time.perf_counter() - self.started
+        self.timings[self.label] = round(seconds, 1)
+        print(f"--- {self.label}: {status} in {seconds:.1f}s", flush=True)
 
 
 def run_subcommand(argv: list[str]) -> None:
@@ -104,12 +106,12 @@ class DemoRun:
             "table": out / "tables" / "embeddings", "index": out / "index",
         }
         self.table_url = f"parquet:{self.paths['table']}"
-        self.summary: dict = {"config": {k: str(v) for k, v in asdict(config).items()}}
+        self.summary: dict = {"config": {k: str(v) for k, v in asdict(config).items()}, "stage_seconds": {}}
         self.stage_number = 0
 
     def stage(self, title: str) -> Stage:
         self.stage_number += 1
-        return Stage(self.stage_number, title)
+        return Stage(self.stage_number, title, self.summary["stage_seconds"])
 
     def run(self) -> dict:
         from i2i.serving import ServerProcess
@@ -122,7 +124,7 @@ class DemoRun:
             run_subcommand(["pairs", "--related", str(self.paths["cooccur"] / "related"),
                             "--notes", str(self.paths["notes"]), "--out", str(self.paths["pairs"]),
                             "--test-since", self.test_since.isoformat(), "--runner=DirectRunner"])
-        with self.stage("train the representation model (NoteLLM-2, offline backbones, CPU-sized)"):
+        with self.stage(f"train the representation model (NoteLLM-2, {self.config.backbone} backbones)"):
             run_subcommand(["train", "--notes", str(self.paths["notes"]), "--pairs", str(self.paths["pairs"]),
                             "--out", str(self.paths["model"]), "--variant", "notellm2",
                             "--backbone", self.config.backbone, "--steps", str(self.config.train_steps),
@@ -141,8 +143,7 @@ class DemoRun:
                 self.recall_for_users(server)
             with self.stage("evaluate on the test pairs"):
                 run_subcommand(["eval", "--notes", str(self.paths["notes"]), "--pairs", str(self.paths["pairs"]),
-                                "--checkpoint", str(self.paths["model"]), "--split", "test",
-                                "--out", str(self.config.out / "eval")])
+                                "--table", self.table_url, "--split", "test", "--out", str(self.config.out / "eval")])
             self.next_day(server)
         finally:
             server.stop()

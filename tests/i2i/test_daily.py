@@ -1,0 +1,97 @@
+"""The scheduled daily run over real stages: idempotence, the lock, failures and exit codes."""
+import datetime as dt
+import subprocess
+import sys
+
+import pyarrow as pa
+import pytest
+
+from i2i.daily import EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_OK, EXIT_STAGE_FAILED, DailyConfig, main, run_lock
+from i2i.data.fashion_notes import FashionConfig, generate
+from i2i.io import read_table, write_events_by_day, write_table
+from embedding.testing import make_tiny_checkpoint
+
+DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """Data, a tiny checkpoint and a config file, as an operator would lay them out."""
+    root = tmp_path_factory.mktemp("site")
+    world = generate(FashionConfig(notes=160, users=60, days=2, seed=3))
+    write_table(world.notes, root / "data" / "notes")
+    write_events_by_day(world.events, root / "data" / "events")
+    make_tiny_checkpoint(str(root / "model"))
+    write_table(pa.table({"note_id": world.notes.column("note_id").to_pylist()[:3]}),
+                root / "data" / "deletes" / f"dt={DAY2}")
+    return root
+
+
+def write_config(root, name="daily.toml", index_dir="index", extra=""):
+    path = root / name
+    path.write_text(
+        'events = "data/events"\nnotes = "data/notes"\nruns = "runs"\ncheckpoint = "model"\n'
+        f'table = "parquet:tables/embeddings"\nindex_dir = "{index_dir}"\ndeletes = "data/deletes/dt={{date}}"\n'
+        'embed_args = ["--no-progress"]\n' + extra
+    )
+    return path
+
+
+def test_two_days_then_idempotent_rerun(site, capsys):
+    config = write_config(site)
+    assert main(["--date", str(DAY1), "--config", str(config)]) == EXIT_OK
+    first = (site / "index" / "CURRENT").read_text().strip()
+    assert read_table(site / "runs" / str(DAY1) / "cooccur" / "related").num_rows > 0
+    assert read_table(site / "runs" / str(DAY1) / "pairs").num_rows > 0
+
+    capsys.readouterr()
+    assert main(["--date", str(DAY1), "--config", str(config)]) == EXIT_OK
+    out = capsys.readouterr().out
+    assert out.count("skipped (done)") == 4
+    assert (site / "index" / "CURRENT").read_text().strip() == first  # nothing republished
+
+    assert main(["--date", str(DAY2), "--config", str(config)]) == EXIT_OK
+    second = (site / "index" / "CURRENT").read_text().strip()
+    assert second != first
+    manifest = (site / "index" / "versions" / second / "manifest.json").read_text()
+    assert f'"parent": "{first}"' in manifest
+
+
+def test_second_run_is_refused_while_the_lock_is_held(site):
+    config = write_config(site)
+    with run_lock(DailyConfig.load(config).runs):
+        result = subprocess.run([sys.executable, "-m", "i2i.cli", "run", "--date", str(DAY1), "--config",
+                                 str(config)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_LOCKED
+    assert "another i2i run holds" in result.stdout
+
+
+def test_failed_stage_keeps_earlier_outputs_and_rerun_resumes(tmp_path, site):
+    import shutil
+
+    root = tmp_path / "site"
+    shutil.copytree(site / "data", root / "data")
+    shutil.copytree(site / "model", root / "model")
+    (root / "blocked").write_text("a file where the index directory should be")
+    broken = write_config(root, index_dir="blocked/index")
+    assert main(["--date", str(DAY1), "--config", str(broken)]) == EXIT_STAGE_FAILED
+    markers = sorted(p.stem for p in (root / "runs" / str(DAY1) / "_stages").iterdir())
+    assert markers == ["cooccur", "embed", "pairs"]
+    related = read_table(root / "runs" / str(DAY1) / "cooccur" / "related")
+
+    fixed = write_config(root, name="fixed.toml")
+    assert main(["--date", str(DAY1), "--config", str(fixed)]) == EXIT_OK
+    assert read_table(root / "runs" / str(DAY1) / "cooccur" / "related").equals(related)
+    assert (root / "index" / "CURRENT").exists()
+
+
+def test_bad_config_and_missing_partition_are_input_errors(tmp_path, site):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('events = "x"\nsurprise = 1\n')
+    with pytest.raises(Exception, match="unknown keys"):
+        DailyConfig.load(bad)
+    config = write_config(site, name="missing.toml")
+    result = subprocess.run([sys.executable, "-m", "i2i.cli", "run", "--date", "2030-01-01", "--config",
+                             str(config)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == EXIT_BAD_INPUT
+    assert "no events partition for 2030-01-01" in result.stderr
