@@ -146,6 +146,12 @@ def wait_serving(target: str, timeout: float = 300.0) -> None:
     raise SystemExit(f"server at {target} never became SERVING")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (Linux /proc), to charge the server per request."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_server(process: subprocess.Popen) -> str:
     process.send_signal(signal.SIGTERM)
     out, _ = process.communicate(timeout=60)
@@ -268,27 +274,36 @@ def main(argv: list[str] | None = None) -> int:
         try:
             wait_serving(target)
             print(f"[{mode}] server {target} ready in {time.perf_counter() - started:.1f} s; driving load", flush=True)
+            cpu_before = cpu_seconds(process.pid)
             figures[mode] = drive(cfg, target, histories)
+            server_cpu = cpu_seconds(process.pid) - cpu_before
+            # The window covers warm-up too, so charge every request the server answered in it.
+            answered = figures[mode]["requests"] * (cfg.warmup + cfg.duration) / cfg.duration
+            figures[mode]["server_cpu_ms"] = 1000 * server_cpu / max(answered, 1)
         finally:
             closing = stop_server(process)
         f = figures[mode]
         print(f"[{mode}] {f['requests']} requests, {f['qps']:.1f} QPS, p50 {f['p50']:.2f} ms, p95 {f['p95']:.2f} ms, "
-              f"p99 {f['p99']:.2f} ms, errors {f['errors']} {f['by_code'] or ''}")
+              f"p99 {f['p99']:.2f} ms, errors {f['errors']} {f['by_code'] or ''}, "
+              f"server CPU {f['server_cpu_ms']:.2f} ms/request")
         print(f"[{mode}] {closing}")
     print()
-    print(f"{'mode':<10} {'requests':>9} {'QPS':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7}")
+    print(f"{'mode':<10} {'requests':>9} {'QPS':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} "
+          f"{'srv CPU ms/req':>15}")
     for mode, f in figures.items():
         print(f"{mode:<10} {f['requests']:>9} {f['qps']:>8.1f} {f['p50']:>8.2f} {f['p95']:>8.2f} {f['p99']:>8.2f} "
-              f"{f['errors']:>7}")
+              f"{f['errors']:>7} {f['server_cpu_ms']:>15.2f}")
     if "batched" in figures and "per_note" in figures:
         b, n = figures["batched"], figures["per_note"]
-        print(f"ratio per_note/batched: p50 {n['p50'] / b['p50']:.2f}x, p99 {n['p99'] / b['p99']:.2f}x; "
-              f"QPS batched/per_note {b['qps'] / n['qps']:.2f}x")
+        print(f"ratio per_note/batched: p50 {n['p50'] / b['p50']:.2f}x, p99 {n['p99'] / b['p99']:.2f}x, "
+              f"server CPU {n['server_cpu_ms'] / b['server_cpu_ms']:.2f}x; QPS batched/per_note {b['qps'] / n['qps']:.2f}x")
     if "batched" in figures:
         b = figures["batched"]
         verdict = "met" if b["p99"] <= TARGET_P99_MS and b["errors"] == 0 else "NOT met"
         print(f"target p99 <= {TARGET_P99_MS:.0f} ms with zero errors at {cfg.concurrency} clients: {verdict} "
               f"(p99 {b['p99']:.2f} ms, {b['errors']} errors)")
+    print(f"machine load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+          "(latency figures include any other work sharing the CPUs)")
     return 0
 
 
