@@ -88,9 +88,20 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-def pairs_table(pairs_out: Path) -> Path:
-    """The pairs table inside ``i2i pairs --out`` (a ``pairs/`` sub-directory, or the directory itself)."""
-    return pairs_out / "pairs" if (pairs_out / "pairs").is_dir() else pairs_out
+TEST_QUANTILE = 0.8  # notes published after this share of the timeline form the test split
+
+
+def test_since(notes: Path) -> str:
+    """The publication time after which notes are test notes (the paper tests on a later week)."""
+    import numpy as np
+
+    from i2i.io import read_table
+
+    published = read_table(notes, columns=["published_at"]).column("published_at").drop_null()
+    if len(published) == 0:
+        raise SystemExit(f"{notes} has no publication times to split train and test by")
+    epoch_ms = np.sort(published.cast("int64").to_numpy())
+    return str(int(epoch_ms[int(TEST_QUANTILE * (len(epoch_ms) - 1))]))
 
 
 def prepare_data(run: RunConfig, dataset: Dataset) -> tuple[Path, Path]:
@@ -101,8 +112,9 @@ def prepare_data(run: RunConfig, dataset: Dataset) -> tuple[Path, Path]:
     if not (cooccur / "related").exists():
         i2i("cooccur", "--events", str(data / "events"), "--out", str(cooccur), "--runner=DirectRunner")
     if not pairs.exists():
-        i2i("pairs", "--related", str(cooccur / "related"), "--notes", str(data / "notes"), "--out", str(pairs))
-    return data / "notes", pairs_table(pairs)
+        i2i("pairs", "--related", str(cooccur / "related"), "--notes", str(data / "notes"), "--out", str(pairs),
+            "--test-since", test_since(data / "notes"), "--runner=DirectRunner")
+    return data / "notes", pairs
 
 
 def train_args(run: RunConfig) -> list[str]:
@@ -123,8 +135,9 @@ def train(run: RunConfig, dataset: Dataset, notes: Path, pairs: Path, variant: s
     if done.exists():
         return checkpoint
     started = time.perf_counter()
+    resume = ["--resume"] if (checkpoint / "meta.json").exists() else []
     i2i("train", "--notes", str(notes), "--pairs", str(pairs), "--out", str(checkpoint), "--variant", variant,
-        *train_args(run))
+        *train_args(run), *resume)
     write_json_atomic(done, {"variant": variant, "seconds": round(time.perf_counter() - started, 1),
                              "args": train_args(run)})
     return checkpoint
