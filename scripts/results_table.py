@@ -238,6 +238,16 @@ def finding(rows: list[tuple[str, str, dict]]) -> str:
             f"(one pair moves a recall by {one_pair:.3f}; one seed).")
 
 
+ANALYSIS_MARKER = "<!-- analysis: kept when the table is regenerated -->"
+
+
+def kept_analysis(path: Path) -> str:
+    """The hand-written part of an existing results page (from the marker on), kept across reruns."""
+    text = path.read_text() if path.exists() else ""
+    at = text.find(ANALYSIS_MARKER)
+    return text[at:] if at >= 0 else ANALYSIS_MARKER + "\n"
+
+
 def write_results(run: RunConfig, tables: dict[str, list], seconds: float) -> None:
     lines = ["# Results", "",
              "Recall@100 and Recall@1k on the test split, made by `scripts/results_table.py` "
@@ -248,6 +258,7 @@ def write_results(run: RunConfig, tables: dict[str, list], seconds: float) -> No
              f"device {run.device or 'auto'}, {seconds / 60:.0f} min of this invocation).", ""]
     for name, rows in tables.items():
         lines += [f"## {name}", ""] + markdown_table(rows) + ["", "**Finding:** " + finding(rows), ""]
+    lines.append(kept_analysis(run.out))
     run.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = run.out.with_name(f".{run.out.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_text("\n".join(lines))
