@@ -171,8 +171,10 @@ def main(argv: list[str] | None = None) -> int:
             adds_per_s = share / (addition.timings["plan_s"] + addition.timings["add_s"])
             figures["builds"][-1].update(adds_per_s=adds_per_s, removes_per_s=removes_per_s, update_share=share,
                                          imbalance_after_update=addition.imbalance)
-            print(f"  update: {share} removes at {removes_per_s:,.0f}/s, {share} adds at {adds_per_s:,.0f}/s "
-                  f"(plan included); imbalance after {addition.imbalance:.3f}; advice: {addition.advice or 'none'}")
+            print(f"  update: {share} removes at {removes_per_s:,.0f}/s (plan {removal.timings['plan_s']:.1f}s + "
+                  f"remove_ids {removal.timings['remove_s']:.1f}s), {share} adds at {adds_per_s:,.0f}/s (plan "
+                  f"{addition.timings['plan_s']:.1f}s + add {addition.timings['add_s']:.1f}s); imbalance after "
+                  f"{addition.imbalance:.3f}; advice: {addition.advice or 'none'}")
             del loaded, removal, addition, contents, summary
         del result
 

@@ -7,6 +7,7 @@ the stored float32 vectors, which is what brings their recall back up to IVF-Fla
 """
 from __future__ import annotations
 
+from dataclasses import asdict
 from typing import Callable
 
 import faiss
@@ -74,8 +75,6 @@ class LoadedIndex:
 
     @property
     def manifest(self) -> dict:
-        from dataclasses import asdict
-
         return asdict(self.manifest_record)
 
     @property
