@@ -39,14 +39,17 @@ def parser() -> ArgumentParser:
     p.add_argument("--top-t", type=positive_int, default=defaults.top_t, help="related notes kept per note")
     p.add_argument("--max-events-per-user", type=positive_int, default=defaults.max_events_per_user,
                    help="keep only each user's latest N events")
+    p.add_argument("--validate-each-record", action="store_true",
+                   help="call parse_event on every Parquet row instead of once per distinct value (slower, same result)")
     p.add_argument("--shards", type=positive_int, default=defaults.shards,
                    help="tables per shuffle (parallelism of the pair and score steps)")
     return p
 
 
-def build(pipeline: beam.Pipeline, files: list[str], output: RunOutput, config: CooccurConfig) -> None:
+def build(pipeline: beam.Pipeline, files: list[str], output: RunOutput, config: CooccurConfig,
+          per_record: bool = False) -> None:
     """Adds the whole job to ``pipeline``, writing into the staging directory of ``output``."""
-    read = pipeline | "ReadEvents" >> ReadEvents(files)
+    read = pipeline | "ReadEvents" >> ReadEvents(files, per_record=per_record)
     pairs = read[EVENTS_TAG] | "UserPairs" >> UserPairPartials(config)
     scores = pairs["partials"] | "CombineScores" >> CombineScores()
     related = scores | "SelectRelated" >> SelectRelated(config.up, config.low, config.top_t)
@@ -75,7 +78,7 @@ def run(argv: list[str] | None = None) -> dict:
     log.info("cooccur: %d event files -> %s", len(files), args.out)
     try:
         pipeline = beam.Pipeline(options=beam_options(beam_args))
-        build(pipeline, files, output, config)
+        build(pipeline, files, output, config, args.validate_each_record)
         pipeline.run().wait_until_finish()
         finished = time.time()
         for name, schema in (("scores", SCORES), ("related", RELATED), ("dead_letter", DEAD_LETTER)):
@@ -92,7 +95,7 @@ def run(argv: list[str] | None = None) -> dict:
             "out": args.out,
             "config": {"window_seconds": config.window_seconds, "up": config.up, "low": config.low,
                        "top_t": config.top_t, "max_events_per_user": config.max_events_per_user,
-                       "shards": config.shards},
+                       "shards": config.shards, "validate_each_record": args.validate_each_record},
             "counts": {name: int(counts.get(name, 0)) for name in
                        ("input", "valid", "dead_lettered", "users", "capped_users", "kept_events",
                         "user_pairs", "pairs", "related_rows")},

@@ -26,10 +26,24 @@ import pyarrow.compute as pc
 from i2i.schemas import RELATED, SCORES
 from pipelines.arrays import INT64_SAFE, group_starts, run_lengths, sort_order, string_ranks, sum_by_rows, unique_rows
 
+NOTE_ID = pa.dictionary(pa.int32(), pa.string())  # ids move between steps dictionary-encoded
+
+
+def encoded_ids(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with its note id columns dictionary-encoded (the form tables take inside the job)."""
+    return pa.schema([pa.field(f.name, NOTE_ID, f.nullable) if f.name.endswith("note_id") else f for f in schema])
+
+
+def dictionary_column(codes: np.ndarray, dictionary: pa.Array) -> pa.DictionaryArray:
+    return pa.DictionaryArray.from_arrays(pa.array(codes.astype(np.int32), pa.int32()), dictionary)
+
+
+SCORES_ENCODED = encoded_ids(SCORES)
+RELATED_ENCODED = encoded_ids(RELATED)
 PARTIALS = pa.schema(
     [
-        pa.field("src_note_id", pa.string(), nullable=False),
-        pa.field("dst_note_id", pa.string(), nullable=False),
+        pa.field("src_note_id", NOTE_ID, nullable=False),
+        pa.field("dst_note_id", NOTE_ID, nullable=False),
         pa.field("n_u", pa.int64(), nullable=False),  # N_u of the users counted in this row
         pa.field("users", pa.int64(), nullable=False),  # how many users with that N_u
     ]
@@ -120,8 +134,8 @@ def user_pair_partials(events: pa.Table, window_seconds: float, max_events_per_u
         (src, dst, n_code), users = sum_by_rows((src, dst, n_code), (num_notes, num_notes, len(n_values)), users)
     partials = pa.table(
         {
-            "src_note_id": note_dictionary.take(pa.array(src)),
-            "dst_note_id": note_dictionary.take(pa.array(dst)),
+            "src_note_id": dictionary_column(src, note_dictionary),
+            "dst_note_id": dictionary_column(dst, note_dictionary),
             "n_u": pa.array(n_values[n_code], pa.int64()),
             "users": pa.array(users.astype(np.int64), pa.int64()),
         },
@@ -179,7 +193,7 @@ def exact_scores(partials: pa.Table) -> pa.Table:
     Rows come out ordered by (src, dst).
     """
     if partials.num_rows == 0:
-        return SCORES.empty_table()
+        return SCORES_ENCODED.empty_table()
     src_codes, src_dictionary = string_ranks(partials.column("src_note_id"))
     dst_codes, dst_dictionary = string_ranks(partials.column("dst_note_id"))
     n_values, n_codes = np.unique(partials.column("n_u").to_numpy().astype(np.int64), return_inverse=True)
@@ -221,12 +235,12 @@ def exact_scores(partials: pa.Table) -> pa.Table:
             score[group] = _exact_sum(n[rows].tolist(), c[rows].tolist())
     return pa.table(
         {
-            "src_note_id": src_dictionary.take(pa.array(src_codes[starts])),
-            "dst_note_id": dst_dictionary.take(pa.array(dst_codes[starts])),
+            "src_note_id": dictionary_column(src_codes[starts], src_dictionary),
+            "dst_note_id": dictionary_column(dst_codes[starts], dst_dictionary),
             "score": pa.array(score, pa.float64()),
             "users": pa.array(users, pa.int64()),
         },
-        schema=SCORES,
+        schema=SCORES_ENCODED,
     )
 
 
@@ -239,13 +253,13 @@ def _exact_sum(denominators: list[int], counts: list[int]) -> float:
 def top_related(scores: pa.Table, up: float, low: float, top_t: int) -> pa.Table:
     """For each src: drop scores above ``up`` or below ``low``, keep the ``top_t`` best (ties: dst ascending)."""
     if scores.num_rows == 0:
-        return RELATED.empty_table()
+        return RELATED_ENCODED.empty_table()
     score = scores.column("score")
     kept = scores.filter(pc.and_(pc.less_equal(score, up), pc.greater_equal(score, low)))
     if kept.num_rows == 0:
-        return RELATED.empty_table()
-    src_codes, _ = string_ranks(kept.column("src_note_id"))
-    dst_codes, _ = string_ranks(kept.column("dst_note_id"))
+        return RELATED_ENCODED.empty_table()
+    src_codes, src_dictionary = string_ranks(kept.column("src_note_id"))
+    dst_codes, dst_dictionary = string_ranks(kept.column("dst_note_id"))
     distinct_scores, score_codes = np.unique(-kept.column("score").to_numpy(), return_inverse=True)
     order = sort_order((src_codes, score_codes, dst_codes),
                         (int(src_codes.max()) + 1, len(distinct_scores), int(dst_codes.max()) + 1))
@@ -254,14 +268,13 @@ def top_related(scores: pa.Table, up: float, low: float, top_t: int) -> pa.Table
     sizes = np.diff(np.concatenate([starts, [len(src_sorted)]]))
     rank = np.arange(len(src_sorted), dtype=np.int64) - np.repeat(starts, sizes) + 1
     selected = rank <= top_t
-    kept = kept.take(pa.array(order[selected]))
-    rank = rank[selected]
+    chosen = order[selected]
     return pa.table(
         {
-            "src_note_id": kept.column("src_note_id"),
-            "dst_note_id": kept.column("dst_note_id"),
-            "score": kept.column("score"),
-            "rank": pa.array(rank, pa.int32()),
+            "src_note_id": dictionary_column(src_codes[chosen], src_dictionary),
+            "dst_note_id": dictionary_column(dst_codes[chosen], dst_dictionary),
+            "score": kept.column("score").take(pa.array(chosen)),
+            "rank": pa.array(rank[selected], pa.int32()),
         },
-        schema=RELATED,
+        schema=RELATED_ENCODED,
     )

@@ -1,4 +1,4 @@
-"""Reading inputs in Beam: event files validated record by record, and Parquet tables as Arrow.
+"""Reading inputs in Beam: event files validated by parse_event, and Parquet tables as Arrow.
 
 Elements are Arrow tables of up to ``batch_size`` rows, not single records, so the runner's
 per-element cost is paid once per batch.
@@ -13,9 +13,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from i2i.records import Event, dead_letters_to_table, events_to_table, iter_parquet_records, parse_event
+from i2i.records import dead_letters_to_table, iter_parquet_records
 from i2i.schemas import EVENTS
 from pipelines.paths import PARQUET_SUFFIXES
+from pipelines.validate import ValidatedBatch, ValueVerdicts, holds_exact_values, validate_records, validate_table
 
 DEAD_LETTER = "dead_letter"
 COUNTS = "counts"
@@ -45,70 +46,62 @@ def _chunks(records: Iterable, size: int) -> Iterator[list]:
 class ParseEventFile(beam.DoFn):
     """One event file (Parquet or JSON Lines) to batches of valid events and of dead letters.
 
-    Every record goes through ``i2i.records.parse_event``, the one definition of a valid event.
+    Validity is decided by ``i2i.records.parse_event`` (see ``pipelines.validate``): per record,
+    or for typed Parquet batches per distinct value unless ``per_record`` is set.
     Outputs: main = events tables (EVENTS schema); ``dead_letter`` = (part name, DEAD_LETTER table);
     ``counts`` = (name, n) for input, valid and dead_lettered.
     """
 
-    def __init__(self, batch_size: int = 65536) -> None:
+    def __init__(self, batch_size: int = 65536, per_record: bool = False) -> None:
         self.batch_size = batch_size
+        self.per_record = per_record
+        self.verdicts: ValueVerdicts | None = None
 
-    def _batches(self, path: str) -> Iterator[tuple[list, pa.Table | None]]:
-        """(records, the same rows as an Arrow table when it holds the events' exact values)."""
+    def setup(self) -> None:
+        self.verdicts = ValueVerdicts()
+
+    def _batches(self, path: str) -> Iterator[ValidatedBatch]:
         with FileSystems.open(path) as handle:
             if path.endswith(PARQUET_SUFFIXES):
                 parquet = pq.ParquetFile(handle)
                 wanted = [name for name in EVENTS.names if name in parquet.schema_arrow.names]
                 for batch in parquet.iter_batches(batch_size=self.batch_size, columns=wanted):
                     table = pa.Table.from_batches([batch])
-                    yield list(iter_parquet_records(table)), table if _holds_exact_values(table) else None
+                    if holds_exact_values(table) and not self.per_record:
+                        yield validate_table(table, path, self.verdicts)
+                    else:
+                        yield validate_records(list(iter_parquet_records(table)), path)
             else:
                 for records in _chunks(_jsonl_lines(handle), self.batch_size):
-                    yield records, None
+                    yield validate_records(records, path)
 
     def process(self, path: str):
         file_key = f"{zlib.crc32(path.encode('utf-8')):08x}"
-        for index, (records, table) in enumerate(self._batches(path)):
-            verdicts = [parse_event(record, path) for record in records]
-            valid = [isinstance(v, Event) for v in verdicts]
-            dead = [v for v, ok in zip(verdicts, valid) if not ok]
-            yield beam.pvalue.TaggedOutput(COUNTS, ("input", len(records)))
-            yield beam.pvalue.TaggedOutput(COUNTS, ("valid", len(records) - len(dead)))
-            yield beam.pvalue.TaggedOutput(COUNTS, ("dead_lettered", len(dead)))
-            if len(dead) < len(records):
-                if table is not None:  # the valid rows as they are: no rebuild from Python objects
-                    yield table.filter(pa.array(valid)).select(EVENTS.names).cast(EVENTS)
-                else:
-                    yield events_to_table([v for v, ok in zip(verdicts, valid) if ok])
-            if dead:
-                yield beam.pvalue.TaggedOutput(DEAD_LETTER, (f"{file_key}-{index:05d}", dead_letters_to_table(dead)))
-
-
-def _holds_exact_values(table: pa.Table) -> bool:
-    """True when the columns already carry what parse_event returns for a valid row: string ids
-    and action, and a zone-aware timestamp (parse_event reads it as the same epoch milliseconds)."""
-    if table.column_names != EVENTS.names and set(table.column_names) != set(EVENTS.names):
-        return False
-    strings = all(pa.types.is_string(table.schema.field(n).type) or pa.types.is_large_string(table.schema.field(n).type)
-                  for n in ("user_id", "note_id", "action"))
-    ts = table.schema.field("ts").type
-    return strings and pa.types.is_timestamp(ts) and ts.tz is not None and ts.unit in ("s", "ms")
+        for index, batch in enumerate(self._batches(path)):
+            yield beam.pvalue.TaggedOutput(COUNTS, ("input", batch.input_rows))
+            yield beam.pvalue.TaggedOutput(COUNTS, ("valid", batch.events.num_rows))
+            yield beam.pvalue.TaggedOutput(COUNTS, ("dead_lettered", len(batch.dead)))
+            if batch.events.num_rows:
+                yield batch.events
+            if batch.dead:
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, (f"{file_key}-{index:05d}", dead_letters_to_table(batch.dead)))
 
 
 class ReadEvents(beam.PTransform):
     """File paths -> {events: Arrow tables, dead_letter: (part, table), counts: (name, n)}."""
 
-    def __init__(self, files: list[str], batch_size: int = 65536) -> None:
+    def __init__(self, files: list[str], batch_size: int = 65536, per_record: bool = False) -> None:
         super().__init__()
         self.files = list(files)
         self.batch_size = batch_size
+        self.per_record = per_record
 
     def expand(self, pbegin):
         parsed = (
             pbegin
             | "Files" >> beam.Create(self.files)
             | "Spread" >> beam.Reshuffle()
-            | "Parse" >> beam.ParDo(ParseEventFile(self.batch_size)).with_outputs(DEAD_LETTER, COUNTS, main=EVENTS_TAG)
+            | "Parse" >> beam.ParDo(ParseEventFile(self.batch_size, self.per_record)).with_outputs(DEAD_LETTER, COUNTS, main=EVENTS_TAG)
         )
         return {EVENTS_TAG: parsed[EVENTS_TAG], DEAD_LETTER: parsed[DEAD_LETTER], COUNTS: parsed[COUNTS]}
 
