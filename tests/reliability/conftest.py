@@ -215,3 +215,115 @@ def assert_same_index(index_dir: Path, reference_dir: Path, table_url: str) -> N
     _, found = loaded.search(queries, 10, nprobe=loaded.nlist)
     _, wanted = expected.search(queries, 10, nprobe=expected.nlist)
     assert found == wanted
+
+
+# ---- traffic against a running server ---------------------------------------------------------
+
+class Traffic:
+    """Client threads sending Recall calls until stopped; outcomes counted by status code.
+
+    Also records the index versions answered, the slowest call, and the notes returned, so a
+    test can assert what was served while something went wrong around the server.
+    """
+
+    def __init__(self, target: str, histories: list[list[str]], k: int = 10, threads: int = 3,
+                 timeout: float = 2.0) -> None:
+        import collections
+        import threading
+
+        self.target, self.histories, self.k, self.timeout = target, histories, k, timeout
+        self.codes: collections.Counter = collections.Counter()
+        self.versions: collections.Counter = collections.Counter()
+        self.returned: set[str] = set()
+        self.slowest = 0.0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(seed,), daemon=True) for seed in range(threads)]
+
+    def _loop(self, seed: int) -> None:
+        import grpc
+
+        from recall_server.client import ClientConfig, RecallClient
+
+        rng = random.Random(seed)
+        with RecallClient(ClientConfig(target=self.target)) as client:
+            while not self._stop.is_set():
+                started = time.monotonic()
+                try:
+                    response = client.recall(rng.choice(self.histories), k=self.k, timeout=self.timeout)
+                    code, version, notes = "OK", response.index_version, [n.note_id for n in response.notes]
+                except grpc.RpcError as exc:
+                    code, version, notes = exc.code().name, None, []
+                    time.sleep(0.01)  # a failing server is not hammered in a tight loop
+                elapsed = time.monotonic() - started
+                with self._lock:
+                    self.codes[code] += 1
+                    if version:
+                        self.versions[version] += 1
+                    self.returned.update(notes)
+                    self.slowest = max(self.slowest, elapsed)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self.codes)
+
+    def seen(self) -> tuple[dict[str, int], set[str]]:
+        """(calls answered per index version, every note returned so far)."""
+        with self._lock:
+            return dict(self.versions), set(self.returned)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.codes.clear()
+            self.versions.clear()
+            self.returned.clear()
+            self.slowest = 0.0
+
+    def wait_for(self, code: str, count: int = 1, timeout: float = 30.0) -> bool:
+        """Waits until at least ``count`` calls ended with ``code``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.snapshot().get(code, 0) >= count:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def __enter__(self) -> "Traffic":
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(timeout=self.timeout + 5)
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 30.0, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def scrape(port: int, name: str, labels: dict[str, str] | None = None) -> float:
+    """One sample of a server's Prometheus /metrics endpoint (0 when absent)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in (labels or {}).items()):
+                return sample.value
+    return 0.0
+
+
+def unit_rows(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarray:
+    """Unit vectors around a few cluster centres (the shape note embeddings have for an IVF index)."""
+    centres = rng.standard_normal((12, dim))
+    rows = centres[rng.integers(0, 12, n)] + 0.35 * rng.standard_normal((n, dim))
+    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)

@@ -21,7 +21,7 @@ from index.builder import BuildConfig
 from index.store import PAUSE_ENV, STAGING_PREFIX, IndexStore
 
 from .conftest import (DATE, EMBED_ARGS, assert_same_embeddings, assert_same_index, kill_when, run_job, same_rows,
-                       start_job)
+                       start_job, unit_rows)
 
 
 def appears(parent: Path, prefix: str) -> Callable[[], bool]:
@@ -114,12 +114,6 @@ def assert_no_duplicate_keys(table_dir: Path) -> None:
     rows = read_table(table_dir, columns=["note_id", "model_version"])
     keys = list(zip(rows.column("note_id").to_pylist(), rows.column("model_version").to_pylist()))
     assert len(keys) == len(set(keys))
-
-
-def unit_rows(rng: np.random.Generator, n: int, dim: int = 16) -> np.ndarray:
-    centres = rng.standard_normal((12, dim))
-    rows = centres[rng.integers(0, 12, n)] + 0.35 * rng.standard_normal((n, dim))
-    return (rows / np.linalg.norm(rows, axis=1, keepdims=True)).astype(np.float32)
 
 
 def test_index_update_killed_part_way_then_rerun_equals_uninterrupted(tmp_path):
