@@ -10,6 +10,7 @@ import sys
 import time
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from i2i.errors import InputError
 from i2i.schemas import DEAD_LETTER, RELATED, SCORES
@@ -84,8 +85,6 @@ def run(argv: list[str] | None = None) -> dict:
         for name, schema in (("scores", SCORES), ("related", RELATED), ("dead_letter", DEAD_LETTER)):
             output.ensure_table(name, schema)
         counts = read_json(output.staged(COUNTS_FILE))
-        from apache_beam.io.filesystems import FileSystems
-
         FileSystems.delete([output.staged(COUNTS_FILE)])
         summary = {
             "job": "cooccur",

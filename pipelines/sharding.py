@@ -51,10 +51,6 @@ def stable_hash(text: str) -> int:
     return int(hash_strings(pa.array([text], pa.string()))[0])
 
 
-def shard_of(text: str, num_shards: int) -> int:
-    return stable_hash(text) % num_shards
-
-
 def shard_ids(column: pa.ChunkedArray | pa.Array, num_shards: int) -> np.ndarray:
     """Shard number of every row of a string column, hashing each distinct value once."""
     encoded = pc.dictionary_encode(column)

@@ -9,6 +9,7 @@ import json
 from dataclasses import dataclass
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 import pyarrow as pa
 
 from i2i.schemas import EVENTS
@@ -107,8 +108,6 @@ class WriteTableParts(beam.DoFn):
         self.directory, self.schema, self.count_name = directory, schema, count_name
 
     def process(self, element):
-        from apache_beam.io.filesystems import FileSystems
-
         part, table = element
         name = f"part-{part:05d}.parquet" if isinstance(part, int) else f"part-{part}.parquet"
         write_parquet(FileSystems.join(self.directory, name), table.cast(self.schema))
@@ -130,8 +129,6 @@ class WriteTable(beam.PTransform):
 
 
 def _write_json(counts: dict, path: str) -> str:
-    from apache_beam.io.filesystems import FileSystems
-
     with FileSystems.create(path) as handle:
         handle.write(json.dumps(counts, sort_keys=True).encode("utf-8"))
     return path

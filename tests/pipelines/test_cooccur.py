@@ -2,7 +2,12 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -134,3 +139,20 @@ def test_empty_input_writes_readable_empty_tables(tmp_path, beam_args):
     assert summary["counts"]["dead_lettered"] == 1
     with pytest.raises(InputError):
         run(["--events", str(tmp_path / "events"), *beam_args])
+
+
+def test_killed_run_leaves_previous_output(tmp_path, beam_args):
+    events = write_partitioned(tmp_path / "events", random_log(seed=3, events=20_000, users=200, notes=300))
+    out = tmp_path / "out"
+    run(["--events", str(events / "dt=2024-01-01"), "--out", str(out), *beam_args])
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    job = subprocess.Popen([sys.executable, "-c", "import sys; from pipelines.cooccur import main; main(sys.argv[1:])",
+                            "--events", str(events), "--out", str(out), *beam_args],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not any(p.name.startswith(".out.staging-") for p in tmp_path.iterdir()):
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(job.pid, signal.SIGKILL)
+    job.wait()
+    assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
