@@ -5,6 +5,7 @@ per-element cost is paid once per batch.
 """
 from __future__ import annotations
 
+import logging
 import zlib
 from typing import Iterable, Iterator
 
@@ -18,6 +19,7 @@ from i2i.schemas import EVENTS
 from pipelines.paths import PARQUET_SUFFIXES
 from pipelines.validate import ValidatedBatch, ValueVerdicts, holds_exact_values, validate_records, validate_table
 
+log = logging.getLogger(__name__)
 DEAD_LETTER = "dead_letter"
 COUNTS = "counts"
 EVENTS_TAG = "events"
@@ -77,7 +79,9 @@ class ParseEventFile(beam.DoFn):
 
     def process(self, path: str):
         file_key = f"{zlib.crc32(path.encode('utf-8')):08x}"
+        rows = dead = 0
         for index, batch in enumerate(self._batches(path)):
+            rows, dead = rows + batch.input_rows, dead + len(batch.dead)
             yield beam.pvalue.TaggedOutput(COUNTS, ("input", batch.input_rows))
             yield beam.pvalue.TaggedOutput(COUNTS, ("valid", batch.events.num_rows))
             yield beam.pvalue.TaggedOutput(COUNTS, ("dead_lettered", len(batch.dead)))
@@ -85,6 +89,7 @@ class ParseEventFile(beam.DoFn):
                 yield batch.events
             if batch.dead:
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, (f"{file_key}-{index:05d}", dead_letters_to_table(batch.dead)))
+        log.info("read %s: %d records, %d dead-lettered", path, rows, dead)
 
 
 class ReadEvents(beam.PTransform):

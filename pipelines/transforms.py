@@ -6,6 +6,7 @@ note), so a runner groups a few hundred elements rather than one element per (us
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -17,6 +18,7 @@ from pipelines.cooccurrence import PARTIALS, PairBlockLimits, exact_scores, top_
 from pipelines.paths import write_parquet
 from pipelines.sharding import split_by_shard
 
+log = logging.getLogger(__name__)
 COUNTS = "counts"
 
 
@@ -47,10 +49,12 @@ class ComputeUserPairs(beam.DoFn):
         self.config = config
 
     def process(self, element):
-        _, tables = element
+        shard, tables = element
         events = concat(tables, EVENTS)
         partials, stats = user_pair_partials(events, self.config.window_seconds, self.config.max_events_per_user,
                                              PairBlockLimits(self.config.max_candidates))
+        log.info("user shard %d: %d users, %d events, %d pair memberships", shard, stats.users,
+                 stats.kept_events, stats.user_pairs)
         for name, value in stats.as_counts().items():
             yield beam.pvalue.TaggedOutput(COUNTS, (name, value))
         yield from split_by_shard(partials, "src_note_id", self.config.shards)
