@@ -102,3 +102,22 @@ def sum_by_rows(columns: tuple[np.ndarray, ...], bases: tuple[int, ...], weights
     starts = np.cumsum(sizes) - sizes
     sums = np.add.reduceat(weights[order], starts) if len(starts) else np.zeros(0, np.int64)
     return rows, sums
+
+
+def compact_dictionaries(table: pa.Table) -> pa.Table:
+    """Drops dictionary values a table's rows do not use (a shard's piece of a table otherwise
+    carries, and ships, the whole dictionary)."""
+    for index, field in enumerate(table.schema):
+        if not pa.types.is_dictionary(field.type) or table.num_rows == 0:
+            continue
+        column = table.column(index).combine_chunks()
+        codes = column.indices.to_numpy(zero_copy_only=False)
+        used = np.zeros(len(column.dictionary), dtype=bool)
+        used[codes] = True
+        if used.all():
+            continue
+        new_code = np.cumsum(used) - 1
+        compacted = pa.DictionaryArray.from_arrays(pa.array(new_code[codes].astype(np.int32)),
+                                                   column.dictionary.filter(pa.array(used)))
+        table = table.set_column(index, field, compacted)
+    return table

@@ -14,6 +14,7 @@ from apache_beam.io.filesystems import FileSystems
 import pyarrow as pa
 
 from i2i.schemas import EVENTS
+from pipelines.arrays import compact_dictionaries
 from pipelines.cooccurrence import PARTIALS, PairBlockLimits, exact_scores, top_related, user_pair_partials
 from pipelines.paths import write_parquet
 from pipelines.sharding import split_by_shard
@@ -57,7 +58,13 @@ class ComputeUserPairs(beam.DoFn):
                  stats.kept_events, stats.user_pairs)
         for name, value in stats.as_counts().items():
             yield beam.pvalue.TaggedOutput(COUNTS, (name, value))
-        yield from split_by_shard(partials, "src_note_id", self.config.shards)
+        yield from _compacted_pieces(partials, self.config.shards)
+
+
+def _compacted_pieces(partials: pa.Table, shards: int):
+    """(source shard, piece) with each piece's dictionaries cut down to the ids it uses."""
+    for shard, piece in split_by_shard(partials, "src_note_id", shards):
+        yield shard, compact_dictionaries(piece)
 
 
 class UserPairPartials(beam.PTransform):
