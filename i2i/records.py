@@ -32,8 +32,19 @@ class DeadLetter:
     source: str = ""
 
 
+# Times a table row can hold and read back: 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999Z.
+MIN_TS_MS, MAX_TS_MS = -62_135_596_800_000, 253_402_300_799_999
+
+
 def parse_timestamp_ms(value: Any) -> int:
-    """Epoch milliseconds from an int/float (epoch ms), an ISO-8601 string or a datetime."""
+    """Epoch milliseconds from an int/float (epoch ms), an ISO-8601 string or a datetime, years 1 to 9999."""
+    ms = _epoch_ms(value)
+    if not MIN_TS_MS <= ms <= MAX_TS_MS:
+        raise ValueError(f"out of range (years 1 to 9999): {ms} ms")
+    return ms
+
+
+def _epoch_ms(value: Any) -> int:
     if isinstance(value, bool):
         raise ValueError("boolean is not a time")
     if isinstance(value, (int, float)):
@@ -58,8 +69,8 @@ def parse_timestamp_ms(value: Any) -> int:
 def raw_text(record: Any) -> str:
     if isinstance(record, (bytes, bytearray)):
         return record.decode("utf-8", errors="replace")
-    if isinstance(record, str):
-        return record
+    if isinstance(record, str):  # lone surrogates (from JSON escapes) as escapes, so Arrow can store them
+        return record.encode("utf-8", errors="backslashreplace").decode("utf-8")
     return json.dumps(record, default=str, sort_keys=True)
 
 
@@ -83,6 +94,8 @@ def parse_event(record: Any, source: str = "") -> Event | DeadLetter:
     for name in ("user_id", "note_id"):
         if not isinstance(fields[name], str) or not fields[name].strip():
             return DeadLetter(raw_text(record), f"empty id: {name}", source)
+        if not fields[name].isascii() and not _is_utf8(fields[name]):
+            return DeadLetter(raw_text(record), f"id is not valid UTF-8 text: {name}", source)
     if fields["action"] not in ACTIONS:
         return DeadLetter(raw_text(record), f"unknown action: {fields['action']!r}", source)
     try:
@@ -90,6 +103,14 @@ def parse_event(record: Any, source: str = "") -> Event | DeadLetter:
     except (ValueError, OverflowError, TypeError) as exc:
         return DeadLetter(raw_text(record), f"unparsable time: {fields['ts']!r} ({exc})", source)
     return Event(fields["user_id"], fields["note_id"], fields["action"], ts_ms)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def split_events(records: Iterable[Any], source: str = "") -> tuple[list[Event], list[DeadLetter]]:
