@@ -152,13 +152,14 @@ def untrained_checkpoint(run: RunConfig, dataset: Dataset) -> Path:
 
     from embedding.backbones import load_tokenizer
     from embedding.checkpoint import save_checkpoint
-    from embedding.config import load_json, model_config_from_dict, preset
     from embedding.mlrm import MLRM
+    from embedding.train_cli import build_run_config, parser
 
     log(f"building the untrained {dataset.zero_shot_variant} checkpoint {checkpoint}")
-    data = load_json(run.config)["model"] if run.config else preset("tiny" if run.backbone == "tiny" else "cpu_offline")["model"]
-    data["variant"] = dataset.zero_shot_variant
-    config = model_config_from_dict(data)
+    # the same configuration as `i2i train` builds for the trained variants
+    args = parser().parse_args(["--notes", "-", "--pairs", "-", "--out", str(checkpoint),
+                                "--variant", dataset.zero_shot_variant, *train_args(run)])
+    config = build_run_config(args).model
     torch.manual_seed(0)
     tokenizer = load_tokenizer(config.llm)
     model = MLRM(config, len(tokenizer), pretrained=True)
