@@ -97,10 +97,19 @@ class RunOutput:
         if not _match(FileSystems.join(directory, "*.parquet")):
             write_parquet(FileSystems.join(directory, "part-empty.parquet"), schema.empty_table())
 
-    def publish(self, summary: dict) -> None:
-        """Writes the summary last, then replaces the final directory with the staging one."""
+    def publish(self, summary: dict, per_object: bool | None = None) -> None:
+        """Writes the summary, then replaces the final directory with the staging one.
+
+        Where directories exist (local, HDFS) that is two renames; on object stores (``gs://``,
+        ``s3://``) files are moved one by one, the summary last, as the completion mark.
+        """
         with FileSystems.create(self.staged(SUMMARY)) as handle:
             handle.write(json.dumps(summary, indent=2, sort_keys=True).encode("utf-8"))
+        if per_object is None:
+            per_object = FileSystems.get_scheme(self.final) not in (None, "file", "hdfs")
+        if per_object:
+            self._publish_objects()
+            return
         parent, name = FileSystems.split(self.final)
         old = FileSystems.join(parent, f".{name}.old-{uuid.uuid4().hex[:12]}")
         had_previous = FileSystems.exists(self.final)
@@ -109,6 +118,21 @@ class RunOutput:
         FileSystems.rename([self.staging], [self.final])
         if had_previous:
             FileSystems.delete([old])
+
+    def _publish_objects(self) -> None:
+        previous = _match(FileSystems.join(self.final, "**")) if FileSystems.exists(self.final) else []
+        marker = FileSystems.join(self.final, SUMMARY)
+        if marker in previous:  # the old output stops counting as complete first
+            FileSystems.delete([marker])
+            previous.remove(marker)
+        if previous:
+            FileSystems.delete(previous)
+        staged = [f for f in _match(FileSystems.join(self.staging, "**")) if not f.endswith("/" + SUMMARY)]
+        destinations = [self.final + f[len(self.staging):] for f in staged]
+        if staged:
+            FileSystems.rename(staged, destinations)
+        FileSystems.rename([self.staged(SUMMARY)], [marker])
+        self.discard()
 
     def discard(self) -> None:
         if FileSystems.exists(self.staging):

@@ -65,3 +65,19 @@ def test_stable_sharding_keeps_each_key_in_one_shard():
         assert set(shard_ids(part.column("user_id"), 3)) == {shard}
     seen = [set(t.column("user_id").to_pylist()) for t in parts.values()]
     assert sum(len(s) for s in seen) == len(set().union(*seen)) == 7
+
+
+def test_publish_object_by_object_replaces_files_and_marks_completion_last(tmp_path):
+    final = tmp_path / "out"
+    (final / "scores").mkdir(parents=True)
+    (final / "scores" / "part-old.parquet").write_text("old")
+    (final / "_SUMMARY.json").write_text("{}")
+    output = RunOutput.for_dir(str(final))
+    output.prepare()
+    (tmp_path / output.staging / "scores").mkdir()
+    (tmp_path / output.staging / "scores" / "part-00000.parquet").write_text("new")
+    output.publish({"counts": {}}, per_object=True)
+    files = sorted(str(p.relative_to(final)) for p in final.rglob("*") if p.is_file())
+    assert files == ["_SUMMARY.json", "scores/part-00000.parquet"]
+    assert json.loads((final / "_SUMMARY.json").read_text()) == {"counts": {}}
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
