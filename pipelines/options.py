@@ -11,7 +11,14 @@ DEFAULT_RUNNER = "DirectRunner"
 
 
 class ArgumentParser(argparse.ArgumentParser):
-    """Raises InputError instead of exiting, so the ``i2i`` CLI prints one line and exits 2."""
+    """Raises InputError instead of exiting, so the ``i2i`` CLI prints one line and exits 2.
+
+    Prefixes of our options are not expanded: such an argument goes to Beam unchanged.
+    """
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         raise InputError(message)
