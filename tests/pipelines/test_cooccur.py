@@ -99,12 +99,13 @@ def test_rerun_replaces_output_and_failed_run_keeps_previous(tmp_path, beam_args
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no staging left behind
 
 
-def test_results_do_not_depend_on_shards_or_input_layout(tmp_path, beam_args):
+def test_results_do_not_depend_on_shards_layout_or_workers(tmp_path, beam_args):
     rows = random_log(seed=7, events=600, users=12, notes=15)
     one_file = write_parquet_events(tmp_path / "single.parquet", rows)
     partitioned = write_partitioned(tmp_path / "events", rows)
     run(["--events", str(one_file), "--out", str(tmp_path / "a"), "--shards", "1", *beam_args])
-    run(["--events", str(partitioned / "dt=*" / "*.parquet"), "--out", str(tmp_path / "b"), "--shards", "7", *beam_args])
+    run(["--events", str(partitioned / "dt=*" / "*.parquet"), "--out", str(tmp_path / "b"), "--shards", "7", *beam_args,
+         "--direct_num_workers=2", "--direct_running_mode=multi_threading"])  # Beam options pass through
     for table in ("scores", "related"):
         a = read_table(tmp_path / "a" / table).sort_by([("src_note_id", "ascending"), ("dst_note_id", "ascending")])
         b = read_table(tmp_path / "b" / table).sort_by([("src_note_id", "ascending"), ("dst_note_id", "ascending")])
