@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import subprocess
 import sys
@@ -193,8 +194,37 @@ def run_dataset(run: RunConfig, dataset: Dataset) -> list[tuple[str, str, dict]]
     for variant in sorted(dataset.variants, key=lambda v: (v not in FIRST_VARIANTS, VARIANTS.index(v))):
         checkpoint = train(run, dataset, notes, pairs, variant)
         trained[variant] = evaluate(run, dataset, notes, pairs, variant, ["--checkpoint", str(checkpoint)])
+        trained[variant]["training"] = training_summary(checkpoint)
     rows += [(variant, "trained", trained[variant]) for variant in dataset.variants]
     return rows
+
+
+def training_summary(checkpoint: Path) -> dict:
+    """Steps, last losses and throughput from the checkpoint's meta.json history."""
+    meta = json.loads((checkpoint / "meta.json").read_text())
+    history = meta.get("history") or [{}]
+    last = history[-1]
+    val = [h["val_loss"] for h in history if "val_loss" in h]
+    rates = [h["notes_per_s"] for h in history if "notes_per_s" in h]
+    return {"steps": meta.get("step"), "batch_size": meta.get("train_config", {}).get("batch_size"),
+            "loss": last.get("loss"), "val_loss": val[-1] if val else None,
+            "notes_per_s": sum(rates) / len(rates) if rates else None}
+
+
+def training_table(rows: list[tuple[str, str, dict]]) -> list[str]:
+    trained = [(method, metrics["training"]) for method, kind, metrics in rows if "training" in metrics]
+    if not trained:
+        return []
+    fmt = lambda value, spec: "—" if value is None else format(value, spec)  # noqa: E731
+    lines = ["", "| variant | steps | batch (pairs) | last train loss | val loss | train notes/s |", "|---|---|---|---|---|---|"]
+    for method, t in trained:
+        lines.append(f"| {method} | {t['steps']} | {t['batch_size']} | {fmt(t['loss'], '.3f')} | "
+                     f"{fmt(t['val_loss'], '.3f')} | {fmt(t['notes_per_s'], '.1f')} |")
+    batch = trained[0][1]["batch_size"]
+    if batch:
+        lines.append(f"\nChance level of the loss is ln(2B - 1) = {math.log(2 * batch - 1):.3f} for B = {batch} pairs "
+                     f"({2 * batch - 1} candidates per note).")
+    return lines
 
 
 def cell(metrics: dict, group: str, key: str) -> str:
@@ -261,7 +291,8 @@ def write_results(run: RunConfig, tables: dict[str, list], seconds: float) -> No
              f"{', batch ' + str(run.batch_size) if run.batch_size else ''}, "
              f"device {run.device or 'auto'}, {seconds / 60:.0f} min of this invocation).", ""]
     for name, rows in tables.items():
-        lines += [f"## {name}", ""] + markdown_table(rows) + ["", "**Finding:** " + finding(rows), ""]
+        lines += [f"## {name}", ""] + markdown_table(rows) + training_table(rows)
+        lines += ["", "**Finding:** " + finding(rows), ""]
     lines.append(kept_analysis(run.out))
     run.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = run.out.with_name(f".{run.out.name}.tmp-{uuid.uuid4().hex[:8]}")
