@@ -7,21 +7,24 @@ index store offers a hook (``I2I_INDEX_PAUSE_BEFORE_PUBLISH``).
 """
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
+import pyarrow.compute as pc
 
 from embedding.parquet_table import ParquetEmbeddingTable
 from embedding.table import open_table
 from index import jobs
 from index.builder import BuildConfig
+from i2i.io import read_table
 from index.store import PAUSE_ENV, STAGING_PREFIX, IndexStore
 
 from .conftest import (DATE, EMBED_ARGS, assert_same_embeddings, assert_same_index, kill_when, run_job, same_rows,
-                       start_job, unit_rows)
+                       sorted_rows, start_job, unit_rows)
 
 
 def appears(parent: Path, prefix: str) -> Callable[[], bool]:
@@ -60,11 +63,20 @@ def test_cooccur_killed_part_way_then_rerun_equals_uninterrupted(world, referenc
     assert interrupted >= 2, "the kills came too late to interrupt the job"
     run_job(args, log)
     assert complete()
-    assert (out / "_SUMMARY.json").exists()
-    # Killed again while the complete output exists: that output stays exactly as it was.
-    summary = (out / "_SUMMARY.json").read_text()
-    interrupted = kill_beam_job_repeatedly(args, out, log, [rng.uniform(0.2, 1.0)], complete)
-    assert interrupted == 1 and complete() and (out / "_SUMMARY.json").read_text() == summary
+    # Killed again, with other options, while that complete output exists: a reader then sees the
+    # previous output as it was, or (a kill after the final rename) the whole new one, never a mix.
+    other = [*args, "--top-t", "1"]
+
+    def previous_or_new() -> bool:
+        top_t = json.loads((out / "_SUMMARY.json").read_text())["config"]["top_t"]
+        if top_t == 3:
+            return complete()
+        best = read_table(expected / "related").filter(pc.equal(pc.field("rank"), 1))
+        return top_t == 1 and same_rows(out / "scores", expected / "scores") and \
+            sorted_rows(read_table(out / "related")) == sorted_rows(best)
+
+    interrupted = kill_beam_job_repeatedly(other, out, log, [rng.uniform(0.2, 1.0)], previous_or_new)
+    assert interrupted == 1 and previous_or_new()
 
 
 def test_pairs_killed_part_way_then_rerun_equals_uninterrupted(world, reference, tmp_path):
@@ -83,8 +95,21 @@ def test_pairs_killed_part_way_then_rerun_equals_uninterrupted(world, reference,
     assert interrupted >= 2, "the kills came too late to interrupt the job"
     run_job(args, log)
     assert complete()
-    interrupted = kill_beam_job_repeatedly(args, out, log, [rng.uniform(0.2, 1.0)], complete)
-    assert interrupted == 1 and complete()
+    # Killed again, with another val fraction, while that complete output exists: the previous
+    # output as it was, or the whole new one.
+    other = [*args, "--val-fraction", "0.5"]
+
+    def previous_or_new() -> bool:
+        summary = json.loads((out / "_SUMMARY.json").read_text())
+        if summary["config"]["val_fraction"] == 0.1:
+            return complete()
+        pairs = read_table(out)
+        splits = pairs.column("split").to_pylist()
+        same_pairs = sorted_rows(pairs.drop_columns(["split"])) == sorted_rows(read_table(expected).drop_columns(["split"]))
+        return same_pairs and splits.count("val") == summary["counts"]["val"] > 0
+
+    interrupted = kill_beam_job_repeatedly(other, out, log, [rng.uniform(0.2, 1.0)], previous_or_new)
+    assert interrupted == 1 and previous_or_new()
 
 
 def test_embed_killed_part_way_then_rerun_equals_uninterrupted(world, reference, tmp_path):
@@ -109,8 +134,6 @@ def test_embed_killed_part_way_then_rerun_equals_uninterrupted(world, reference,
 
 
 def assert_no_duplicate_keys(table_dir: Path) -> None:
-    from i2i.io import read_table
-
     rows = read_table(table_dir, columns=["note_id", "model_version"])
     keys = list(zip(rows.column("note_id").to_pylist(), rows.column("model_version").to_pylist()))
     assert len(keys) == len(set(keys))
