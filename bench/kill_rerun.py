@@ -79,7 +79,8 @@ def write_events(cfg: LoopConfig, directory: Path) -> None:
 
     rng = np.random.default_rng(cfg.seed)
     start = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
-    ts = np.datetime64(start.replace(tzinfo=None), "ms") + rng.integers(0, 86_400_000, cfg.events).astype("timedelta64[ms]")
+    offsets = rng.integers(0, 86_400_000, cfg.events).astype("timedelta64[ms]")
+    ts = np.datetime64(start.replace(tzinfo=None), "ms") + offsets
     table = pa.table({
         "user_id": pa.array([f"u{i:06d}" for i in rng.integers(0, cfg.users, cfg.events)], pa.string()),
         "note_id": pa.array([f"n{i:06d}" for i in rng.zipf(1.3, cfg.events) % 20_000], pa.string()),

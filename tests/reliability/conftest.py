@@ -109,6 +109,10 @@ class DailyOutputs:
     def index_dir(self) -> Path:
         return self.root / "index"
 
+    def stage_seconds(self, stage: str) -> float:
+        """How long a stage took in this run (from its marker): kill delays scale with the host's speed."""
+        return float(json.loads((self.run_folder / "_stages" / f"{stage}.json").read_text())["seconds"])
+
 
 @pytest.fixture(scope="session")
 def reference(world, tmp_path_factory) -> DailyOutputs:

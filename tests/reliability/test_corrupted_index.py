@@ -89,7 +89,8 @@ def test_corrupted_new_version_is_refused_and_the_previous_keeps_serving(tmp_pat
 
             # The writing jobs refuse to build on it, with a one-line reason.
             refused = i2i("index", "update", "--index-dir", str(index_dir), "--table", table_url)
-            assert refused.returncode == 2 and broken in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
+            assert refused.returncode == 2 and broken in refused.stderr
+            assert len(refused.stderr.strip().splitlines()) == 1
             verify = i2i("index", "info", "--index-dir", str(index_dir), "--verify")
             assert verify.returncode == 2 and broken in verify.stderr
 

@@ -58,8 +58,9 @@ def test_cooccur_killed_part_way_then_rerun_equals_uninterrupted(world, referenc
     def complete() -> bool:
         return all(same_rows(out / name, expected / name) for name in ("scores", "related", "dead_letter"))
 
-    interrupted = kill_beam_job_repeatedly(args, out, log, [0.0, rng.uniform(0.3, 1.0), rng.uniform(0.8, 1.6)],
-                                           complete)
+    seconds = reference.stage_seconds("cooccur")
+    delays = [0.0, rng.uniform(0.1, 0.4) * seconds, rng.uniform(0.4, 0.8) * seconds]
+    interrupted = kill_beam_job_repeatedly(args, out, log, delays, complete)
     assert interrupted >= 2, "the kills came too late to interrupt the job"
     run_job(args, log)
     assert complete()
@@ -75,7 +76,7 @@ def test_cooccur_killed_part_way_then_rerun_equals_uninterrupted(world, referenc
         return top_t == 1 and same_rows(out / "scores", expected / "scores") and \
             sorted_rows(read_table(out / "related")) == sorted_rows(best)
 
-    interrupted = kill_beam_job_repeatedly(other, out, log, [rng.uniform(0.2, 1.0)], previous_or_new)
+    interrupted = kill_beam_job_repeatedly(other, out, log, [rng.uniform(0.2, 0.6) * seconds], previous_or_new)
     assert interrupted == 1 and previous_or_new()
 
 
@@ -90,8 +91,9 @@ def test_pairs_killed_part_way_then_rerun_equals_uninterrupted(world, reference,
     def complete() -> bool:
         return same_rows(out, expected)
 
-    interrupted = kill_beam_job_repeatedly(args, out, log, [0.0, rng.uniform(0.3, 1.0), rng.uniform(0.8, 1.6)],
-                                           complete)
+    seconds = reference.stage_seconds("pairs")
+    delays = [0.0, rng.uniform(0.1, 0.4) * seconds, rng.uniform(0.4, 0.8) * seconds]
+    interrupted = kill_beam_job_repeatedly(args, out, log, delays, complete)
     assert interrupted >= 2, "the kills came too late to interrupt the job"
     run_job(args, log)
     assert complete()
@@ -105,10 +107,11 @@ def test_pairs_killed_part_way_then_rerun_equals_uninterrupted(world, reference,
             return complete()
         pairs = read_table(out)
         splits = pairs.column("split").to_pylist()
-        same_pairs = sorted_rows(pairs.drop_columns(["split"])) == sorted_rows(read_table(expected).drop_columns(["split"]))
+        unsplit = read_table(expected).drop_columns(["split"])
+        same_pairs = sorted_rows(pairs.drop_columns(["split"])) == sorted_rows(unsplit)
         return same_pairs and splits.count("val") == summary["counts"]["val"] > 0
 
-    interrupted = kill_beam_job_repeatedly(other, out, log, [rng.uniform(0.2, 1.0)], previous_or_new)
+    interrupted = kill_beam_job_repeatedly(other, out, log, [rng.uniform(0.2, 0.6) * seconds], previous_or_new)
     assert interrupted == 1 and previous_or_new()
 
 
@@ -188,10 +191,12 @@ def test_daily_run_killed_in_each_stage_then_rerun_equals_uninterrupted(world, r
     stages = ours / "runs" / DATE / "_stages"
     table = ParquetEmbeddingTable(ours / "table")
     rng = random.Random(15)
+    pairs_delay = rng.uniform(0.0, 0.8) * reference.stage_seconds("pairs")
+    index_delay = rng.uniform(0.0, 0.5) * reference.stage_seconds("index")
     kill_points = [
-        ("pairs", lambda: (stages / "cooccur.json").exists(), rng.uniform(0.0, 1.0)),
+        ("pairs", lambda: (stages / "cooccur.json").exists(), pairs_delay),
         ("embed", lambda: len(table.parts()) >= 20, 0.0),
-        ("index", lambda: (stages / "embed.json").exists(), rng.uniform(0.0, 0.3)),
+        ("index", lambda: (stages / "embed.json").exists(), index_delay),
     ]
     interrupted = []
     for stage, ready, delay in kill_points:
