@@ -8,7 +8,7 @@ untrained checkpoint (zero-shot). Every step writes into ``--work`` and is skipp
 is already there, so an interrupted run resumes where it stopped. ``--quick`` is a smoke run
 (tiny backbones, few notes, a few steps) that writes its table into the work directory.
 
-    python scripts/results_table.py --work runs/results            # the full CPU-sized run
+    python scripts/results_table.py --work runs/results            # the CPU-sized run (add --steps 30 --batch-size 8 for the docs/results.md one)
     python scripts/results_table.py --work runs/gpu --device cuda --config embedding/configs/gpu_full.json
     python scripts/results_table.py --work /tmp/smoke --quick
 """
@@ -243,10 +243,17 @@ def markdown_table(rows: list[tuple[str, str, dict]]) -> list[str]:
     for method, kind, metrics in rows:
         cells = [method, kind] + [cell(metrics, group, k) for group, _ in groups for k in keys]
         lines.append("| " + " | ".join(cells) + " |")
-    counts = ", ".join(f"{title}: {first['groups'][group]['pairs']}" for group, title in groups)
-    lines += ["", f"Test pairs — {counts}. Pool: {first['pool_size']} notes (every note of the dataset), "
-              f"{first['skipped_pairs']} pairs skipped. Short = fewer than {first['short_tokens']} tokens "
-              f"(checkpoints: their tokenizer; baselines: {first['token_counter'] if rows[0][1] == 'baseline' else 'SmolLM2'})."]
+    def counts(metrics: dict) -> str:
+        return ", ".join(f"{title}: {metrics['groups'][group]['pairs']}" for group, title in groups)
+
+    by_counter = {}
+    for method, kind, metrics in rows:
+        by_counter.setdefault(counts(metrics), []).append(method)
+    described = "; ".join(f"{text} ({', '.join(methods)})" for text, methods in by_counter.items())
+    lines += ["", f"Test pairs — {described}. Pool: {first['pool_size']} notes (every note of the dataset), "
+              f"{first['skipped_pairs']} pairs skipped. Short = fewer than {first['short_tokens']} tokens: checkpoints "
+              "count with their own tokenizer, baselines with the SmolLM2-135M tokenizer on the note text, so "
+              "the short groups can differ slightly."]
     if capped & set(keys):
         lines.append(f"\\* capped at the pool size ({first['pool_size'] - 1} candidates per query).")
     return lines
@@ -286,11 +293,11 @@ def kept_analysis(path: Path) -> str:
 def write_results(run: RunConfig, tables: dict[str, list], seconds: float) -> None:
     lines = ["# Results", "",
              "Recall@100 and Recall@1k on the test split, made by `scripts/results_table.py` "
-             f"({'quick smoke run' if run.quick else 'full run'}; backbone `{run.backbone}`"
+             f"({'quick smoke run' if run.quick else 'CPU-sized run' if not run.device else 'run'}; backbone `{run.backbone}`"
              f"{', config ' + run.config if run.config else ''}"
              f"{', ' + str(run.steps) + ' steps' if run.steps else ''}"
              f"{', batch ' + str(run.batch_size) if run.batch_size else ''}, "
-             f"device {run.device or 'auto'}, {seconds / 60:.0f} min of this invocation).", ""]
+             f"device {run.device or 'auto'}).", ""]
     for name, rows in tables.items():
         lines += [f"## {name}", ""] + markdown_table(rows) + training_table(rows)
         lines += ["", "**Finding:** " + finding(rows), ""]
