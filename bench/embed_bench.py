@@ -7,7 +7,7 @@ Prints, measured in the same run on the same notes:
   * Redis write and read throughput (vectors/s) and the latency of a 50-id lookup, against a
     redis-server started on a free loopback port (or ``--redis-url``).
 
-    python bench/embed_bench.py [--notes 512] [--checkpoint DIR] [--device cpu|cuda] [--batch-size 32]
+    python bench/embed_bench.py [--notes 512] [--checkpoint DIR] [--device cpu|cuda] [--batch-size N]
 """
 from __future__ import annotations
 
@@ -56,6 +56,7 @@ def bench_job(args, workdir: Path) -> None:
 
     checkpoint = args.checkpoint or make_tiny_checkpoint(str(workdir / "checkpoint"))
     encoder = load_encoder(checkpoint, device=args.device)
+    args.batch_size = args.batch_size or encoder.default_batch_size
     notes = make_notes(args.notes, groups=16)
     for i, note in enumerate(notes):  # lengths vary as in real notes, so sorting by length matters
         note["content"] = " ".join([note["content"]] * (1 + i % 7))
@@ -132,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--notes", type=int, default=512)
     parser.add_argument("--checkpoint", default=None, help="default: a tiny random checkpoint")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: 256 on a GPU, 32 on a CPU")
     parser.add_argument("--chunk-size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--vectors", type=int, default=50_000, help="vectors written to Redis")

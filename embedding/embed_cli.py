@@ -37,7 +37,8 @@ def build_parser() -> ArgumentParser:
                         help="parquet:DIR or redis://[:password@]host:port/db[?prefix=P&ttl=S&cluster=1]")
     parser.add_argument("--all", action="store_true", dest="all_notes",
                         help="re-embed every note, also those already in the table")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="notes per forward pass (32)")
+    parser.add_argument("--batch-size", type=positive_int, default=None,
+                        help="notes per forward pass (default: 256 on a GPU, 32 on a CPU)")
     parser.add_argument("--chunk-size", type=positive_int, default=1024,
                         help="notes per table write, the most a crash can lose (1024)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default=None,

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,7 +41,7 @@ class EmbedJobConfig:
     checkpoint: str
     table: str
     all_notes: bool = False
-    batch_size: int = 32
+    batch_size: int | None = None  # None: the encoder's default (256 on a GPU, 32 on a CPU)
     chunk_size: int = 1024  # notes per table write: the most a crash can lose
     device: str | None = None  # None: CUDA when present, else CPU
     dead_letter: str | None = None  # None: "<notes>_embed_dead_letter" beside the notes table
@@ -50,7 +49,7 @@ class EmbedJobConfig:
     compact: bool | None = None  # None: compact a Parquet table when it has many part files
 
     def __post_init__(self) -> None:
-        if self.batch_size <= 0 or self.chunk_size <= 0:
+        if (self.batch_size is not None and self.batch_size <= 0) or self.chunk_size <= 0:
             raise InputError("batch size and chunk size must be positive")
 
     def dead_letter_path(self) -> Path:
@@ -132,18 +131,10 @@ def open_notes(path: str) -> ds.Dataset:
 class ChunkEmbedder:
     """Embeds one chunk of notes: sorted by length, batched, a failing batch retried note by note."""
 
-    def __init__(self, encoder, batch_size: int, progress=None) -> None:
+    def __init__(self, encoder, batch_size: int | None, progress=None) -> None:
         self.encoder = encoder
-        self.batch_size = batch_size
+        self.batch_size = batch_size or encoder.default_batch_size
         self.progress = progress
-        # On a GPU, the next batch is tokenised and its images decoded while the current one runs.
-        self.prefetch = ThreadPoolExecutor(1) if encoder.device.type == "cuda" else None
-
-    def _prepare(self, notes: list[dict[str, Any]]):
-        try:
-            return self.encoder.prepare(notes), None
-        except Exception as exc:  # a note the prompt builder or image decoder cannot handle
-            return None, exc
 
     def _embed_one_by_one(self, notes: list[dict[str, Any]]) -> tuple[list[np.ndarray | None], list[str]]:
         vectors, reasons = [], []
@@ -162,39 +153,30 @@ class ChunkEmbedder:
         ids: list[str] = []
         rows: list[np.ndarray] = []
         failed: list[tuple[dict, str]] = []
-        prepared = [self._submit(batches[0])] if batches else []
-        for index, batch in enumerate(batches):
-            current = prepared[index]
-            if index + 1 < len(batches):
-                prepared.append(self._submit(batches[index + 1]))
-            ready, error = current.result() if hasattr(current, "result") else current
-            try:
-                if error is not None:
-                    raise error
-                matrix = self.encoder.embed_prepared(ready).cpu().numpy()
-                ids += [note["note_id"] for note in batch]
-                rows.append(matrix)
-            except Exception:
-                vectors, reasons = self._embed_one_by_one(batch)
-                for note, vector, reason in zip(batch, vectors, reasons):
-                    if vector is None:
-                        failed.append((note, reason))
-                    else:
-                        ids.append(note["note_id"])
-                        rows.append(vector[None, :])
-            if self.progress is not None:
-                self.progress.update(len(batch))
+        # On a GPU the next batches are tokenised and their images decoded while the current one runs.
+        with self.encoder.inference():
+            for batch, (ready, error) in zip(batches, self.encoder.prepared(batches)):
+                try:
+                    if error is not None:
+                        raise error
+                    matrix = self.encoder.embed_prepared(ready).cpu().numpy()
+                    ids += [note["note_id"] for note in batch]
+                    rows.append(matrix)
+                except Exception:
+                    vectors, reasons = self._embed_one_by_one(batch)
+                    for note, vector, reason in zip(batch, vectors, reasons):
+                        if vector is None:
+                            failed.append((note, reason))
+                        else:
+                            ids.append(note["note_id"])
+                            rows.append(vector[None, :])
+                if self.progress is not None:
+                    self.progress.update(len(batch))
         matrix = np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, self.encoder.dim), np.float32)
         return ids, matrix, failed
 
-    def _submit(self, batch):
-        if self.prefetch is not None:
-            return self.prefetch.submit(self._prepare, batch)
-        return self._prepare(batch)
-
     def close(self) -> None:
-        if self.prefetch is not None:
-            self.prefetch.shutdown()
+        """Nothing to release: preparation threads live only while a chunk is embedded."""
 
 
 def pending_chunks(dataset: ds.Dataset, done: set[str], chunk_size: int, summary: EmbedJobSummary,

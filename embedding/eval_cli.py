@@ -67,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "for baselines and tables (whitespace words if not installed); whitespace = words")
     parser.add_argument("--name", help="method name shown in the results (default from the method)")
     parser.add_argument("--device", help="torch device (default cuda when available, else cpu)")
-    parser.add_argument("--batch-size", type=int, default=32, help="notes per encoding batch (default 32)")
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="notes per encoding batch (default: 256 on a GPU, 32 on a CPU)")
     return parser
 
 

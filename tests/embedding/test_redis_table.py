@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -159,12 +160,30 @@ def test_tls_from_the_url(tls_server):
         open_table(plain + "?socket_timeout=1").count("m1")
 
 
+def cluster_node_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is valid and free too."""
+    while True:
+        port = free_port()
+        if port + 10000 > 65535:
+            continue
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port + 10000)) != 0:
+                return port
+
+
 class LocalCluster:
     """Three redis-server cluster nodes on loopback, joined with redis-cli --cluster create."""
 
     def __init__(self, workdir: Path) -> None:
-        self.ports = [free_port() for _ in range(3)]
+        self.ports = [cluster_node_port() for _ in range(3)]
         self.processes = []
+        try:
+            self._start(workdir)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, workdir: Path) -> None:
         for port in self.ports:
             node_dir = workdir / str(port)
             node_dir.mkdir()
