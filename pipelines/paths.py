@@ -12,6 +12,7 @@ import json
 import re
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -118,6 +119,25 @@ class RunOutput:
         FileSystems.rename([self.staging], [self.final])
         if had_previous:
             FileSystems.delete([old])
+        self.remove_leftovers()
+
+    def remove_leftovers(self) -> None:
+        """Deletes staging and moved-aside directories that killed runs of this output left behind
+        (on filesystems with directories; object stores expire such prefixes by lifecycle rules).
+
+        Runs into one output directory are serialised by their scheduler (``i2i run`` holds a lock),
+        so once this run has published, no other run still writes into them.
+        """
+        parent, name = FileSystems.split(self.final)
+        prefixes = (f".{name}.staging-", f".{name}.old-")
+        if FileSystems.get_scheme(self.final) in (None, "file"):  # local matching lists files, not directories
+            candidates = [str(path) for path in Path(parent).glob(f".{name}.*-*")]
+        else:
+            candidates = [path.rstrip("/") for path in _match(FileSystems.join(parent, f".{name}.*-*"))]
+        leftovers = [path for path in candidates
+                     if FileSystems.split(path)[1].startswith(prefixes) and path != self.staging]
+        if leftovers:
+            FileSystems.delete(leftovers)
 
     def _publish_objects(self) -> None:
         previous = _match(FileSystems.join(self.final, "**")) if FileSystems.exists(self.final) else []

@@ -157,3 +157,14 @@ def test_killed_run_leaves_previous_output(tmp_path, beam_args):
     os.kill(job.pid, signal.SIGKILL)
     job.wait()
     assert {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()} == before
+
+
+def test_next_publish_removes_what_killed_runs_left(tmp_path, beam_args):
+    events = write_partitioned(tmp_path / "events", random_log(seed=4, events=2_000, users=50, notes=80))
+    out = tmp_path / "out"
+    for leftover in (".out.staging-0123456789ab", ".out.old-0123456789ab"):
+        (tmp_path / leftover / "scores").mkdir(parents=True)
+        (tmp_path / leftover / "scores" / "part-0.parquet").write_bytes(b"partial")
+    (tmp_path / ".other.staging-0123456789ab").mkdir()  # another output's: not ours to remove
+    run(["--events", str(events), "--out", str(out), *beam_args])
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.staging-0123456789ab", "events", "out"]
