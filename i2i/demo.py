@@ -30,7 +30,7 @@ class DemoConfig:
     users: int = 400
     days: int = 10
     seed: int = 0
-    train_steps: int = 60
+    train_steps: int = 120
     batch_size: int = 16
     llm_layers: int = 4
     backbone: str = "offline"
