@@ -74,6 +74,17 @@ class CompactionReport:
     parts_after: int
 
 
+def _write_then_rename(table: pa.Table, tmp: Path, final: Path) -> None:
+    """Writes a hidden temporary file, makes it durable, then renames it over ``final``."""
+    try:
+        pq.write_table(table, tmp)
+        _fsync(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def _fsync(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -135,14 +146,7 @@ class ParquetEmbeddingTable(EmbeddingTable):
 
     def _write_part(self, table: pa.Table, seq: int) -> Path:
         final = self.directory / f"part-{seq:010d}-{uuid.uuid4().hex[:8]}.parquet"
-        tmp = self.directory / f".{final.name}.tmp"
-        try:
-            pq.write_table(table, tmp)
-            _fsync(tmp)
-            os.rename(tmp, final)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        _write_then_rename(table, self.directory / f".{final.name}.tmp", final)
         return final
 
     def _replace_part(self, path: Path, table: pa.Table) -> None:
@@ -150,14 +154,7 @@ class ParquetEmbeddingTable(EmbeddingTable):
         if table.num_rows == 0:
             path.unlink(missing_ok=True)
             return
-        tmp = path.parent / f".{path.name}.rewrite-{uuid.uuid4().hex[:8]}.tmp"
-        try:
-            pq.write_table(table, tmp)
-            _fsync(tmp)
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        _write_then_rename(table, path.parent / f".{path.name}.rewrite-{uuid.uuid4().hex[:8]}.tmp", path)
 
     def _read_parts(self, columns: list[str], model_version: str | None) -> tuple[tuple, list[pa.Table]]:
         """Reads every part (retrying when a concurrent writer replaced one under us)."""

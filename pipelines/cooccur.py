@@ -10,12 +10,11 @@ import sys
 import time
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 
 from i2i.errors import InputError
 from i2i.schemas import DEAD_LETTER, RELATED, SCORES
 from pipelines.options import ArgumentParser, beam_options, non_negative_float, positive_int
-from pipelines.paths import RunOutput, read_json, resolve_event_files
+from pipelines.paths import RunOutput, resolve_event_files
 from pipelines.read import COUNTS, DEAD_LETTER as DEAD_TAG, EVENTS_TAG, ReadEvents
 from pipelines.transforms import CombineScores, CooccurConfig, SelectRelated, UserPairPartials, WriteCounts, WriteTable
 
@@ -74,18 +73,15 @@ def run(argv: list[str] | None = None) -> dict:
     config = CooccurConfig(args.window_seconds, args.up, args.low, args.top_t, args.max_events_per_user, args.shards)
     started = time.time()
     files = resolve_event_files(args.events, args.date)
-    output = RunOutput.for_dir(args.out)
-    output.prepare()
-    log.info("cooccur: %d event files -> %s", len(files), args.out)
-    try:
+    with RunOutput.staged_run(args.out) as output:
+        log.info("cooccur: %d event files -> %s", len(files), args.out)
         pipeline = beam.Pipeline(options=beam_options(beam_args))
         build(pipeline, files, output, config, args.validate_each_record)
         pipeline.run().wait_until_finish()
         finished = time.time()
         for name, schema in (("scores", SCORES), ("related", RELATED), ("dead_letter", DEAD_LETTER)):
             output.ensure_table(name, schema)
-        counts = read_json(output.staged(COUNTS_FILE))
-        FileSystems.delete([output.staged(COUNTS_FILE)])
+        counts = output.take_json(COUNTS_FILE)
         summary = {
             "job": "cooccur",
             "events": args.events,
@@ -102,9 +98,6 @@ def run(argv: list[str] | None = None) -> dict:
         }
         summary["timings_s"]["total"] = round(time.time() - started, 3)
         output.publish(summary)
-    except BaseException:
-        output.discard()
-        raise
     return summary
 
 

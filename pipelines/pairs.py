@@ -21,7 +21,7 @@ from i2i.records import parse_timestamp_ms
 from i2i.schemas import PAIRS
 from pipelines.options import ArgumentParser, beam_options, fraction, positive_int
 from pipelines.pair_table import CANDIDATES, SplitConfig, assign_splits, drop_symmetric, join_notes, merge_lookups, notes_lookup
-from pipelines.paths import PARQUET_SUFFIXES, RunOutput, read_json, resolve_files
+from pipelines.paths import PARQUET_SUFFIXES, RunOutput, resolve_files
 from pipelines.read import ReadParquetTable
 from pipelines.sharding import split_by_shard
 from pipelines.transforms import COUNTS, WriteCounts, WriteTable, concat
@@ -181,16 +181,13 @@ def run(argv: list[str] | None = None) -> dict:
     notes_files = resolve_files(args.notes, PARQUET_SUFFIXES, "notes")
     _check_columns(related_files[0], RELATED_COLUMNS, "related")
     _check_columns(notes_files[0], NOTES_COLUMNS, "notes")
-    output = RunOutput.for_dir(args.out)
-    output.prepare()
-    try:
+    with RunOutput.staged_run(args.out) as output:
         pipeline = beam.Pipeline(options=beam_options(beam_args))
         build(pipeline, related_files, notes_files, output, config, args.shards)
         pipeline.run().wait_until_finish()
         finished = time.time()
         output.ensure_table("", PAIRS)
-        counts = read_json(output.staged(COUNTS_FILE))
-        FileSystems.delete([output.staged(COUNTS_FILE)])
+        counts = output.take_json(COUNTS_FILE)
         summary = {
             "job": "pairs",
             "related": args.related,
@@ -205,9 +202,6 @@ def run(argv: list[str] | None = None) -> dict:
         }
         summary["timings_s"]["total"] = round(time.time() - started, 3)
         output.publish(summary)
-    except BaseException:
-        output.discard()
-        raise
     return summary
 
 

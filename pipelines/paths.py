@@ -11,8 +11,10 @@ import io
 import json
 import re
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -91,6 +93,25 @@ class RunOutput:
 
     def prepare(self) -> None:
         FileSystems.mkdirs(self.staging)
+
+    @classmethod
+    @contextmanager
+    def staged_run(cls, final: str) -> Iterator["RunOutput"]:
+        """A fresh staging directory for ``final``; removed again if the block fails."""
+        output = cls.for_dir(final)
+        output.prepare()
+        try:
+            yield output
+        except BaseException:
+            output.discard()
+            raise
+
+    def take_json(self, name: str) -> dict:
+        """Reads a bookkeeping file the pipeline wrote into staging, and removes it from the output."""
+        path = self.staged(name)
+        data = read_json(path)
+        FileSystems.delete([path])
+        return data
 
     def ensure_table(self, name: str, schema: pa.Schema) -> None:
         """Leaves a readable (empty) table behind when the pipeline wrote no file for ``name``."""
