@@ -23,13 +23,9 @@ from pathlib import Path
 import numpy as np
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
+    from i2i.serving import free_port
+
     binary = shutil.which("redis-server")
     if binary is None:
         sys.exit("redis-server is not installed; pass --redis-url")

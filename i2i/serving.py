@@ -16,7 +16,8 @@ import grpc
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recall_server.stubs import recall_pb2, recall_pb2_grpc
+from recall_server.client import ClientConfig, RecallClient
+from recall_server.stubs import recall_pb2
 
 
 def free_port() -> int:
@@ -43,21 +44,20 @@ class ServerProcess:
         self.extra_args = extra_args or []
         self.startup_timeout = startup_timeout
         self.process: subprocess.Popen | None = None
-        self.channel: grpc.Channel | None = None
+        self.client: RecallClient | None = None
 
     def start(self) -> "ServerProcess":
         command = [sys.executable, "-m", "i2i.cli", "serve", "--index-dir", str(self.index_dir),
                    "--table", self.table_url, "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args]
         self.process = subprocess.Popen(command)
-        self.channel = grpc.insecure_channel(self.address)
-        self.stub = recall_pb2_grpc.RecallServiceStub(self.channel)
+        self.client = RecallClient(ClientConfig(self.address))
         self.wait_serving()
         return self
 
     def wait_serving(self) -> None:
         from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-        health = health_pb2_grpc.HealthStub(self.channel)
+        health = health_pb2_grpc.HealthStub(self.client.channel)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -73,8 +73,7 @@ class ServerProcess:
 
     def recall(self, history: list[str], k: int, user_id: str = "", timeout: float = 10.0,
                **fields) -> recall_pb2.RecallResponse:
-        request = recall_pb2.RecallRequest(user_id=user_id, history=history, k=k, **fields)
-        return self.stub.Recall(request, timeout=timeout)
+        return self.client.recall(history, k, user_id=user_id, timeout=timeout, **fields)
 
     def index_version(self) -> str:
         return (self.index_dir / "CURRENT").read_text().strip()
@@ -121,8 +120,8 @@ class ServerProcess:
             thread.join(timeout=timeout + 1)
 
     def stop(self, timeout: float = 30.0) -> int | None:
-        if self.channel is not None:
-            self.channel.close()
+        if self.client is not None:
+            self.client.close()
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
             try:
