@@ -13,13 +13,14 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from i2i.errors import InputError
+from i2i.errors import InputError, TemporaryError
 
 
-class TableUnavailable(InputError):
-    """The table's storage cannot be reached (server down, refused, timed out, wrong password).
+class TableUnavailable(TemporaryError):
+    """The table's storage cannot be reached (server down, refused, timed out, wrong host or password).
 
-    The recall server maps it to gRPC UNAVAILABLE; the command line prints it as one line.
+    The recall server maps it to gRPC UNAVAILABLE; the command line prints it as one line and
+    exits 75 (retry later).
     """
 
 

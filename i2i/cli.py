@@ -10,10 +10,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from i2i.errors import InputError, NotBuiltError
-
-EXIT_BAD_INPUT = 2
-EXIT_NOT_BUILT = 3
+from i2i.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, I2IError, NotBuiltError, exit_code
 
 
 @dataclass(frozen=True)
@@ -91,15 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         return int(resolve(name)(rest) or 0)
-    except NotBuiltError as exc:
+    except I2IError as exc:  # 2 bad input, 3 not built, 75 retry later, 1 failure
         print(f"i2i {name}: error: {exc}", file=sys.stderr)
-        return EXIT_NOT_BUILT
-    except InputError as exc:
-        print(f"i2i {name}: error: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exit_code(exc)
     except KeyboardInterrupt:
         print(f"i2i {name}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

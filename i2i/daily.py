@@ -8,7 +8,7 @@ stopped. A lock file keeps two runs from overlapping. Exit codes a scheduler can
   0   every stage done (or already done)
   1   a stage failed; earlier outputs and the served index are untouched; rerun to resume
   2   bad input or configuration; fix before rerunning
-  75  another run holds the lock; retry later (EX_TEMPFAIL)
+  75  temporary: another run holds the lock, or storage (Redis) is unreachable; retry later
 """
 from __future__ import annotations
 
@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from i2i.errors import InputError
+from i2i.errors import EXIT_OK, Failure, I2IError, InputError, TemporaryError, exit_code
 
 LOG = logging.getLogger("i2i.run")
-EXIT_OK, EXIT_STAGE_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 75
 
 
 @dataclass
@@ -94,14 +93,17 @@ def run_lock(runs: Path) -> Iterator[None]:
         handle.close()
 
 
-class LockHeld(Exception):
-    pass
+class LockHeld(TemporaryError):
+    """Another run holds the lock: retry later."""
 
 
-class StageFailed(Exception):
-    def __init__(self, stage: str, reason: str) -> None:
+class StageFailed(Failure):
+    """A stage that did not finish; ``exit_code`` is the kind of its cause (2 input, 75 temporary, 1 else)."""
+
+    def __init__(self, stage: str, reason: str, code: int = Failure.exit_code) -> None:
         super().__init__(f"stage {stage} failed: {reason}")
         self.stage = stage
+        self.exit_code = code
 
 
 @dataclass
@@ -167,12 +169,12 @@ class DailyRun:
             started = time.perf_counter()
             try:
                 code = resolve(argv[0])(argv[1:])
-            except InputError:
-                raise
+            except I2IError as exc:
+                raise StageFailed(name, str(exc), exit_code(exc)) from exc
             except Exception as exc:  # noqa: BLE001 - any crash of a stage is reported as that stage's failure
                 raise StageFailed(name, f"{type(exc).__name__}: {exc}") from exc
             if code:
-                raise StageFailed(name, f"exit code {code}")
+                raise StageFailed(name, f"exit code {code}", int(code))
             seconds = round(time.perf_counter() - started, 2)
             write_marker(self.marker(name), {"stage": name, "argv": argv, "seconds": seconds,
                                              "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()})
@@ -201,9 +203,10 @@ def main(argv: list[str]) -> int:
             summary = run.run(force=args.force)
     except LockHeld as exc:
         print(f"i2i run: {exc}; retry later")
-        return EXIT_LOCKED
+        return exit_code(exc)
     except StageFailed as exc:
-        print(f"i2i run: {exc}; earlier outputs and the served index are untouched; rerun to resume")
-        return EXIT_STAGE_FAILED
+        advice = {2: "fix the input, then rerun", 75: "retry later"}.get(exc.exit_code, "rerun to resume")
+        print(f"i2i run: {exc}; earlier outputs and the served index are untouched; {advice}")
+        return exit_code(exc)
     print(f"i2i run {args.date}: " + ", ".join(f"{k} {v}" for k, v in summary["stages"].items()))
     return EXIT_OK

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from i2i.errors import InputError
+from i2i.errors import Failure, InputError, TemporaryError
 from index.ids import IdMapError
 from index.manifest import MANIFEST_FILE, ChecksumError, Manifest, checksum_files, verify_files
 from index.search import LoadedIndex
@@ -50,8 +50,12 @@ PAUSE_ENV = "I2I_INDEX_PAUSE_BEFORE_PUBLISH"
 DEFAULT_KEEP = 5
 
 
-class IndexIntegrityError(InputError):
+class IndexIntegrityError(Failure):
     """A version that cannot be trusted: checksum mismatch, missing file, inconsistent contents."""
+
+
+class IndexLocked(TemporaryError):
+    """Another index job holds the directory's writer lock: retry when it is done."""
 
 
 @dataclass
@@ -219,7 +223,7 @@ class IndexStore:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
                 holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
-                raise InputError(f"index directory {self.root} is locked by a running index job ({holder})") from exc
+                raise IndexLocked(f"index directory {self.root} is locked by a running index job ({holder})") from exc
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
             yield

@@ -4,12 +4,11 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import time
 
 import grpc
 
-from i2i.errors import InputError
+from i2i.errors import Failure, I2IError, InputError, TemporaryError
 from recall_server.config import MERGE_STRATEGIES, SEARCH_MODES, ServerConfig, read_tokens
 
 logger = logging.getLogger("recall_server.cli")
@@ -121,8 +120,20 @@ def recall_parser() -> argparse.ArgumentParser:
     return p
 
 
+# gRPC codes that pass by themselves (server down or overloaded, deadline): a scheduler retries them.
+TEMPORARY_CODES = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
+INPUT_CODES = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
+
+
+def status_error(code: grpc.StatusCode, details: str) -> I2IError:
+    """The error kind (and so the exit code) for a failed call: 2 refused input, 75 retry later, 1 else."""
+    kind = TemporaryError if code in TEMPORARY_CODES else InputError if code in INPUT_CODES else Failure
+    return kind(f"{code.name}: {details}")
+
+
 def recall_main(argv: list[str]) -> int:
-    """One Recall call; prints the results as a table. Exit 2 for a request the server refused as invalid."""
+    """One Recall call; prints the results as a table. Exits 2 for a request the server refused as
+    invalid, 75 for a server that is unavailable or too slow (retry later), 1 for other failures."""
     args = recall_parser().parse_args(argv)
     from recall_server.client import ClientConfig, RecallClient, format_table
 
@@ -145,11 +156,7 @@ def recall_main(argv: list[str]) -> int:
             response = client.recall(history, k=args.k, per_query_k=args.per_query_k,
                                      exclude_history=False if args.include_history else None, user_id=args.user_id)
         except grpc.RpcError as exc:
-            code, details = exc.code(), exc.details()
-            if code in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED):
-                raise InputError(f"{code.name}: {details}") from None
-            print(f"i2i recall: error: {code.name}: {details}", file=sys.stderr)
-            return 1
+            raise status_error(exc.code(), exc.details()) from None
     print(format_table(response))
     print(f"i2i recall: {len(response.notes)} notes for {len(history)} history notes from {args.server} "
           f"in {(time.perf_counter() - started) * 1000:.1f} ms")

@@ -6,7 +6,9 @@ import sys
 import pyarrow as pa
 import pytest
 
-from i2i.daily import EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_OK, EXIT_STAGE_FAILED, DailyConfig, main, run_lock
+from i2i.daily import DailyConfig, main, run_lock
+from i2i.errors import InputError
+from i2i.serving import free_port
 from i2i.data.fashion_notes import FashionConfig, generate
 from i2i.io import read_table, write_events_by_day, write_table
 from embedding.testing import make_tiny_checkpoint
@@ -39,18 +41,18 @@ def write_config(root, name="daily.toml", index_dir="index", extra=""):
 
 def test_two_days_then_idempotent_rerun(site, capsys):
     config = write_config(site)
-    assert main(["--date", str(DAY1), "--config", str(config)]) == EXIT_OK
+    assert main(["--date", str(DAY1), "--config", str(config)]) == 0
     first = (site / "index" / "CURRENT").read_text().strip()
     assert read_table(site / "runs" / str(DAY1) / "cooccur" / "related").num_rows > 0
     assert read_table(site / "runs" / str(DAY1) / "pairs").num_rows > 0
 
     capsys.readouterr()
-    assert main(["--date", str(DAY1), "--config", str(config)]) == EXIT_OK
+    assert main(["--date", str(DAY1), "--config", str(config)]) == 0
     out = capsys.readouterr().out
     assert out.count("skipped (done)") == 4
     assert (site / "index" / "CURRENT").read_text().strip() == first  # nothing republished
 
-    assert main(["--date", str(DAY2), "--config", str(config)]) == EXIT_OK
+    assert main(["--date", str(DAY2), "--config", str(config)]) == 0
     second = (site / "index" / "CURRENT").read_text().strip()
     assert second != first
     manifest = (site / "index" / "versions" / second / "manifest.json").read_text()
@@ -62,7 +64,7 @@ def test_second_run_is_refused_while_the_lock_is_held(site):
     with run_lock(DailyConfig.load(config).runs):
         result = subprocess.run([sys.executable, "-m", "i2i.cli", "run", "--date", str(DAY1), "--config",
                                  str(config)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == EXIT_LOCKED
+    assert result.returncode == 75
     assert "another i2i run holds" in result.stdout
 
 
@@ -74,13 +76,13 @@ def test_failed_stage_keeps_earlier_outputs_and_rerun_resumes(tmp_path, site):
     shutil.copytree(site / "model", root / "model")
     (root / "blocked").write_text("a file where the index directory should be")
     broken = write_config(root, index_dir="blocked/index")
-    assert main(["--date", str(DAY1), "--config", str(broken)]) == EXIT_STAGE_FAILED
+    assert main(["--date", str(DAY1), "--config", str(broken)]) == 1
     markers = sorted(p.stem for p in (root / "runs" / str(DAY1) / "_stages").iterdir())
     assert markers == ["cooccur", "embed", "pairs"]
     related = read_table(root / "runs" / str(DAY1) / "cooccur" / "related")
 
     fixed = write_config(root, name="fixed.toml")
-    assert main(["--date", str(DAY1), "--config", str(fixed)]) == EXIT_OK
+    assert main(["--date", str(DAY1), "--config", str(fixed)]) == 0
     assert read_table(root / "runs" / str(DAY1) / "cooccur" / "related").equals(related)
     assert (root / "index" / "CURRENT").exists()
 
@@ -88,10 +90,28 @@ def test_failed_stage_keeps_earlier_outputs_and_rerun_resumes(tmp_path, site):
 def test_bad_config_and_missing_partition_are_input_errors(tmp_path, site):
     bad = tmp_path / "bad.toml"
     bad.write_text('events = "x"\nsurprise = 1\n')
-    with pytest.raises(Exception, match="unknown keys"):
+    with pytest.raises(InputError, match="unknown keys"):
         DailyConfig.load(bad)
     config = write_config(site, name="missing.toml")
     result = subprocess.run([sys.executable, "-m", "i2i.cli", "run", "--date", "2030-01-01", "--config",
                              str(config)], capture_output=True, text=True, timeout=120)
-    assert result.returncode == EXIT_BAD_INPUT
+    assert result.returncode == 2
     assert "no events partition for 2030-01-01" in result.stderr
+
+
+def run_cli(config, date):
+    return subprocess.run([sys.executable, "-m", "i2i.cli", "run", "--date", str(date), "--config", str(config)],
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_unreachable_redis_table_is_temporary_and_exits_75(tmp_path, site):
+    import shutil
+
+    root = tmp_path / "site"
+    shutil.copytree(site / "data", root / "data")
+    shutil.copytree(site / "model", root / "model")
+    config = write_config(root)
+    config.write_text(config.read_text().replace("parquet:tables/embeddings", f"redis://127.0.0.1:{free_port()}/0"))
+    result = run_cli(config, DAY1)
+    assert result.returncode == 75, (result.stdout, result.stderr)
+    assert "stage embed failed" in result.stdout and "unavailable" in result.stdout and "retry later" in result.stdout

@@ -10,7 +10,7 @@ import pytest
 from i2i.errors import InputError
 from index import jobs
 from index.builder import BuildConfig
-from index.store import IndexIntegrityError, IndexStore
+from index.store import IndexIntegrityError, IndexLocked, IndexStore
 
 CONFIG = BuildConfig(nlist=8)
 
@@ -95,7 +95,7 @@ def test_retention_keeps_newest_current_and_versions_held_by_live_processes(tmp_
 def test_a_second_writer_is_refused_while_the_lock_is_held(tmp_path, corpus):
     store = build_versions(tmp_path / "idx", corpus, 1)
     with store.writer_lock():
-        with pytest.raises(InputError, match="locked by a running index job"):
+        with pytest.raises(IndexLocked, match="locked by a running index job"):
             jobs.update_job(str(store.root), corpus.url)
 
 

@@ -89,10 +89,10 @@ def test_corrupted_new_version_is_refused_and_the_previous_keeps_serving(tmp_pat
 
             # The writing jobs refuse to build on it, with a one-line reason.
             refused = i2i("index", "update", "--index-dir", str(index_dir), "--table", table_url)
-            assert refused.returncode == 2 and broken in refused.stderr
+            assert refused.returncode == 1 and broken in refused.stderr  # a failure, not bad input
             assert len(refused.stderr.strip().splitlines()) == 1
             verify = i2i("index", "info", "--index-dir", str(index_dir), "--verify")
-            assert verify.returncode == 2 and broken in verify.stderr
+            assert verify.returncode == 1 and broken in verify.stderr
 
             # Roll back, update afresh: the server swaps to the good new version by itself.
             assert i2i("index", "rollback", "--index-dir", str(index_dir), "--to", first).returncode == 0
