@@ -5,8 +5,14 @@ every row a valid row of the CONTRACTS.md embeddings table):
 
     part-<seq>-<uid>.parquet   rows (note_id, embedding, model_version, embedded_at); a larger
                                seq is a later write, and within a file a later row is later
+    any other visible file     a part written by another tool (Spark's part-00000-<uuid>-c000.snappy.parquet,
+                               say): read as the oldest writes, in name order, before the table's own
+                               parts; its embedding column may also be list<float32> of width d
     _lock                      advisory lock held by writers (one writer at a time)
     _delete_journal.json       a delete in progress; replayed by the next writer after a crash
+
+Names starting with "." or "_" are skipped, as ``pyarrow.dataset`` skips them; a subdirectory is
+refused with an error that names it rather than read as if absent.
 
 Writes land under a hidden temporary name and are renamed into place, so a crash never leaves a
 half-written part. A later row for the same (note_id, model_version) replaces an earlier one;
@@ -44,6 +50,8 @@ from i2i.errors import InputError
 from i2i.schemas import embeddings_schema
 
 PART_PATTERN = re.compile(r"^part-(\d{10})-([0-9a-f]{8})\.parquet$")
+FOREIGN_SEQ = 0  # files of other writers sort before every own part (whose seq starts at 1)
+HIDDEN_PREFIXES = (".", "_")
 LOCK_NAME = "_lock"
 JOURNAL_NAME = "_delete_journal.json"
 READ_RETRIES = 5
@@ -93,6 +101,34 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+def _embedding_width(path: Path) -> int | None:
+    """Vector width of one part: the fixed list size, or the length of the first vector of a list column."""
+    field = pq.read_schema(path).field("embedding")
+    if pa.types.is_fixed_size_list(field.type):
+        return field.type.list_size
+    if not (pa.types.is_list(field.type) or pa.types.is_large_list(field.type)):
+        raise InputError(f"{path}: embedding column is {field.type}, not a list of float32")
+    column = pq.read_table(path, columns=["embedding"]).column("embedding").drop_null()
+    return len(column[0].as_py()) if len(column) else None
+
+
+def _conform(table: pa.Table, dim: int, path: Path) -> pa.Table:
+    """Casts a part's columns to the contract's types (a foreign writer's list<float32> to fixed_size_list)."""
+    schema = embeddings_schema(dim)
+    columns = []
+    for name in table.column_names:
+        column = table.column(name)
+        expected = schema.field(name).type if name in schema.names else column.type
+        if not column.type.equals(expected):
+            try:  # a finer timestamp unit is truncated to the contract's milliseconds
+                column = column.cast(expected, safe=not pa.types.is_timestamp(expected))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise InputError(f"embedding table part {path}: column {name} of type {column.type} does not "
+                                 f"conform to {expected}: {exc}") from exc
+        columns.append(column)
+    return pa.table(columns, names=table.column_names)
+
+
 def _matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks else pa.array([], pa.list_(pa.float32(), dim))
@@ -121,16 +157,30 @@ class ParquetEmbeddingTable(EmbeddingTable):
         except FileNotFoundError:
             return []
         for entry in entries:
-            match = PART_PATTERN.match(entry.name)
-            if match is None:
+            if entry.name.startswith(HIDDEN_PREFIXES):
                 continue
+            if entry.is_dir():
+                raise InputError(f"embedding table {self.url} holds a subdirectory {entry.name!r}; "
+                                 "a table's parts are the Parquet files at its top level")
+            match = PART_PATTERN.match(entry.name)
             try:
                 stat = entry.stat()
             except FileNotFoundError:
                 continue
-            found.append(Part(int(match.group(1)), Path(entry.path),
+            found.append(Part(int(match.group(1)) if match else FOREIGN_SEQ, Path(entry.path),
                               (entry.name, stat.st_ino, stat.st_mtime_ns, stat.st_size)))
         return sorted(found, key=lambda part: (part.seq, part.path.name))
+
+    def _read_part(self, path: Path, columns: list[str] | None = None, filters=None) -> pa.Table:
+        """One part's rows in the contract's types; an unreadable part is an error that names it."""
+        try:
+            table = pq.read_table(path, columns=columns, filters=filters)
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise InputError(f"embedding table {self.url}: cannot read part {path.name}: {exc}") from exc
+        dim = self.dim() if "embedding" in table.column_names else None
+        return _conform(table, dim or 1, path)
 
     @contextmanager
     def _writer(self) -> Iterator[None]:
@@ -164,12 +214,10 @@ class ParquetEmbeddingTable(EmbeddingTable):
             try:
                 for part in parts:
                     filters = pc.field("model_version") == model_version if model_version is not None else None
-                    tables.append(pq.read_table(part.path, columns=columns, filters=filters))
+                    tables.append(self._read_part(part.path, columns=columns, filters=filters))
             except FileNotFoundError:
                 time.sleep(0.01 * (attempt + 1))
                 continue
-            except (pa.ArrowInvalid, OSError) as exc:
-                raise InputError(f"embedding table {self.url}: cannot read {exc}") from exc
             return tuple(part.signature for part in parts), tables
         raise InputError(f"embedding table {self.url} keeps changing under the reader; retry later")
 
@@ -178,10 +226,13 @@ class ParquetEmbeddingTable(EmbeddingTable):
         """Width of the table's vectors (one width per table, so it stays one dataset), None when empty."""
         for part in self.parts():
             try:
-                field = pq.read_schema(part.path).field("embedding")
+                width = _embedding_width(part.path)
             except FileNotFoundError:
                 continue
-            return field.type.list_size
+            except (pa.ArrowInvalid, OSError, KeyError) as exc:
+                raise InputError(f"embedding table {self.url}: cannot read part {part.path.name}: {exc}") from exc
+            if width is not None:
+                return width
         return None
 
     def _pending_deletes(self) -> dict[str, set[str]]:
@@ -306,7 +357,7 @@ class ParquetEmbeddingTable(EmbeddingTable):
         for model_version, deleted in pending.items():
             value_set = pa.array(sorted(deleted), pa.string())
             for part in self.parts():
-                table = pq.read_table(part.path)
+                table = self._read_part(part.path)
                 doomed = pc.and_(pc.equal(table.column("model_version"), model_version),
                                  pc.is_in(table.column("note_id"), value_set=value_set))
                 if pc.any(doomed).as_py():
@@ -322,7 +373,7 @@ class ParquetEmbeddingTable(EmbeddingTable):
         """
         with self._writer():
             parts = self.parts()
-            tables = [pq.read_table(part.path) for part in parts]
+            tables = [self._read_part(part.path) for part in parts]
             if not tables:
                 return CompactionReport(0, 0, 0, 0)
             combined = pa.concat_tables(tables)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pyarrow.dataset as ds
@@ -148,3 +149,79 @@ def test_bad_input_is_refused(table):
         table.put_many(["b"], np.zeros((1, 4), np.float32), "m2")
     assert os.listdir(table.directory).count("_lock") == 1
     assert table.count("m1") == 1
+
+
+def foreign_file(directory, name: str, ids: list[str], matrix: np.ndarray, model_version: str = "m1",
+                 variable_list: bool = False) -> None:
+    """A contract-conforming file as another tool (Spark, a pandas job) names and types it."""
+    import datetime as dt
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    directory.mkdir(parents=True, exist_ok=True)
+    values = pa.array(matrix.ravel(), pa.float32())
+    embedding = (pa.ListArray.from_arrays(pa.array(np.arange(0, matrix.size + 1, DIM, dtype=np.int32)), values)
+                 if variable_list else pa.FixedSizeListArray.from_arrays(values, DIM))
+    stamp = dt.datetime(2026, 11, 1, tzinfo=dt.timezone.utc)
+    pq.write_table(pa.table({"note_id": ids, "embedding": embedding, "model_version": [model_version] * len(ids),
+                             "embedded_at": pa.array([stamp] * len(ids), pa.timestamp("us", tz="UTC"))}),
+                   directory / name, compression="snappy")
+
+
+SPARK_0 = "part-00000-4f1c2a9e-8d0b-4c55-9a61-0e3d2b7c1f00-c000.snappy.parquet"
+SPARK_1 = "part-00001-4f1c2a9e-8d0b-4c55-9a61-0e3d2b7c1f00-c000.snappy.parquet"
+
+
+def test_files_of_another_writer_are_the_oldest_writes_in_name_order(tmp_path):
+    directory = tmp_path / "spark"
+    first, second, own = vectors(3, seed=1), vectors(2, seed=2), vectors(1, seed=3)
+    foreign_file(directory, SPARK_1, ["b", "c"], second, variable_list=True)  # list<float32>, written first
+    foreign_file(directory, SPARK_0, ["a", "b", "c"], first)
+    (directory / "_SUCCESS").write_text("")
+    # A reader of the directory as one dataset (what CONTRACTS.md calls a table) sees every row.
+    assert ds.dataset(str(directory), format="parquet").count_rows() == 5
+
+    table = open_table(f"parquet:{directory}")
+    assert table.model_versions() == ["m1"] and table.count("m1") == 3 and table.dim() == DIM
+    found = table.get_many(["a", "b", "c"], "m1")
+    np.testing.assert_array_equal(found.vectors, np.stack([first[0], second[0], second[1]]))  # part-00001 is later
+
+    table.put_many(["c"], own, "m1")  # the table's own write is later than every foreign file
+    np.testing.assert_array_equal(table.get_many(["c"], "m1").vectors, own)
+    assert table.delete_many(["b"], "m1") == 1
+    assert table.get_many(["b"], "m1").missing_ids == ["b"]
+    assert sorted(open_table(f"parquet:{directory}").has_ids("m1")) == ["a", "c"]
+    assert ("b", "m1") not in plain_rows(directory)  # the delete rewrote the foreign files too
+
+
+def test_an_index_builds_from_a_table_written_by_another_tool(tmp_path):
+    from index.source import read_table
+
+    directory = tmp_path / "spark"
+    foreign_file(directory, SPARK_0, ["a", "b", "c"], vectors(3), variable_list=True)
+    embeddings = read_table(f"parquet:{directory}", None)
+    assert embeddings.note_ids == ["a", "b", "c"] and embeddings.model_version == "m1"
+    np.testing.assert_array_equal(embeddings.vectors, vectors(3))
+
+
+def test_unreadable_foreign_content_is_refused_by_name(tmp_path):
+    directory = tmp_path / "odd"
+    foreign_file(directory, SPARK_0, ["a"], vectors(1))
+    (directory / "notes.txt").write_text("not parquet")
+    with pytest.raises(InputError, match="cannot read part notes.txt"):
+        open_table(f"parquet:{directory}").count("m1")
+    (directory / "notes.txt").unlink()
+    (directory / "model_version=m1").mkdir()
+    with pytest.raises(InputError, match="subdirectory 'model_version=m1'"):
+        open_table(f"parquet:{directory}").count("m1")
+    (directory / "model_version=m1").rmdir()
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    ragged = pa.table({"note_id": ["x", "y"], "embedding": pa.array([[1.0] * DIM, [1.0]], pa.list_(pa.float32())),
+                       "model_version": ["m1", "m1"],
+                       "embedded_at": pa.array([0, 0], pa.timestamp("ms", tz="UTC"))})
+    pq.write_table(ragged, directory / SPARK_1)
+    with pytest.raises(InputError, match=re.escape(SPARK_1) + ": column embedding of type list"):
+        open_table(f"parquet:{directory}").count("m1")
