@@ -1,12 +1,16 @@
-"""Reading inputs in Beam: event files validated by parse_event, and Parquet tables as Arrow.
+"""Reading inputs: event files validated by parse_event, and Parquet tables as Arrow.
 
-Elements are Arrow tables of up to ``batch_size`` rows, not single records, so the runner's
-per-element cost is paid once per batch.
+One reader of event files serves the Beam jobs (``ReadEvents``) and local callers
+(``read_events``, the oracle of the fuzz tests): the same file resolution (hidden and bookkeeping
+paths skipped), the same decompression (``.gz`` through Beam's FileSystems) and the same line
+splitting (LF or CRLF). Elements are Arrow tables of up to ``batch_size`` rows, not single
+records, so the runner's per-element cost is paid once per batch.
 """
 from __future__ import annotations
 
 import logging
 import zlib
+from pathlib import Path
 from typing import Iterable, Iterator
 
 import apache_beam as beam
@@ -14,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from i2i.records import dead_letters_to_table, iter_parquet_records
+from i2i.records import dead_letters_to_table, events_to_table, iter_parquet_records
 from i2i.schemas import EVENTS
-from pipelines.paths import PARQUET_SUFFIXES
+from pipelines.paths import PARQUET_SUFFIXES, resolve_event_files
 from pipelines.validate import ValidatedBatch, ValueVerdicts, holds_exact_values, validate_records, validate_table
 
 log = logging.getLogger(__name__)
@@ -26,6 +30,7 @@ EVENTS_TAG = "events"
 
 
 def _jsonl_lines(handle) -> Iterator[str]:
+    """Non-blank lines, LF or CRLF ended, decoded (invalid UTF-8 replaced, so it dead-letters)."""
     while True:
         line = handle.readline()
         if not line:
@@ -45,6 +50,38 @@ def _chunks(records: Iterable, size: int) -> Iterator[list]:
         yield chunk
 
 
+def event_batches(path: str, batch_size: int = 65536, per_record: bool = False,
+                  verdicts: ValueVerdicts | None = None) -> Iterator[ValidatedBatch]:
+    """One event file (Parquet, JSON Lines, gzipped JSON Lines) as validated batches."""
+    verdicts = verdicts if verdicts is not None else ValueVerdicts()
+    with FileSystems.open(path) as handle:  # decompresses by suffix (.gz)
+        if path.endswith(PARQUET_SUFFIXES):
+            parquet = pq.ParquetFile(handle)
+            wanted = [name for name in EVENTS.names if name in parquet.schema_arrow.names]
+            for batch in parquet.iter_batches(batch_size=batch_size, columns=wanted):
+                table = pa.Table.from_batches([batch])
+                if holds_exact_values(table) and not per_record:
+                    yield validate_table(table, path, verdicts)
+                else:
+                    yield validate_records(list(iter_parquet_records(table)), path)
+        else:
+            for records in _chunks(_jsonl_lines(handle), batch_size):
+                yield validate_records(records, path)
+
+
+def read_events(path: str | Path, per_record: bool = False) -> tuple[pa.Table, pa.Table]:
+    """Reads events without Beam: (valid events, dead letters), every input record in exactly one.
+
+    The files and their records are those ``ReadEvents`` reads for the same ``--events`` path.
+    """
+    good, dead = [events_to_table([])], [dead_letters_to_table([])]
+    for file in resolve_event_files(str(path)):
+        for batch in event_batches(file, per_record=per_record):
+            good.append(batch.events)
+            dead.append(dead_letters_to_table(batch.dead))
+    return pa.concat_tables(good), pa.concat_tables(dead)
+
+
 class ParseEventFile(beam.DoFn):
     """One event file (Parquet or JSON Lines) to batches of valid events and of dead letters.
 
@@ -62,25 +99,10 @@ class ParseEventFile(beam.DoFn):
     def setup(self) -> None:
         self.verdicts = ValueVerdicts()
 
-    def _batches(self, path: str) -> Iterator[ValidatedBatch]:
-        with FileSystems.open(path) as handle:
-            if path.endswith(PARQUET_SUFFIXES):
-                parquet = pq.ParquetFile(handle)
-                wanted = [name for name in EVENTS.names if name in parquet.schema_arrow.names]
-                for batch in parquet.iter_batches(batch_size=self.batch_size, columns=wanted):
-                    table = pa.Table.from_batches([batch])
-                    if holds_exact_values(table) and not self.per_record:
-                        yield validate_table(table, path, self.verdicts)
-                    else:
-                        yield validate_records(list(iter_parquet_records(table)), path)
-            else:
-                for records in _chunks(_jsonl_lines(handle), self.batch_size):
-                    yield validate_records(records, path)
-
     def process(self, path: str):
         file_key = f"{zlib.crc32(path.encode('utf-8')):08x}"
         rows = dead = 0
-        for index, batch in enumerate(self._batches(path)):
+        for index, batch in enumerate(event_batches(path, self.batch_size, self.per_record, self.verdicts)):
             rows, dead = rows + batch.input_rows, dead + len(batch.dead)
             yield beam.pvalue.TaggedOutput(COUNTS, ("input", batch.input_rows))
             yield beam.pvalue.TaggedOutput(COUNTS, ("valid", batch.events.num_rows))

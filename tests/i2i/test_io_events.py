@@ -8,7 +8,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from i2i.errors import InputError
-from i2i.events import read_events
+from pipelines.read import read_events
 from i2i.io import atomic_dir, read_table, write_table
 from i2i.schemas import EVENTS
 
