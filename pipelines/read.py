@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from i2i.errors import InputError
 from i2i.records import dead_letters_to_table, events_to_table, iter_parquet_records
 from i2i.schemas import EVENTS
 from pipelines.paths import PARQUET_SUFFIXES, resolve_event_files
@@ -56,7 +57,10 @@ def event_batches(path: str, batch_size: int = 65536, per_record: bool = False,
     verdicts = verdicts if verdicts is not None else ValueVerdicts()
     with FileSystems.open(path) as handle:  # decompresses by suffix (.gz)
         if path.endswith(PARQUET_SUFFIXES):
-            parquet = pq.ParquetFile(handle)
+            try:
+                parquet = pq.ParquetFile(handle)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise InputError(f"events file {path} is not readable Parquet: {exc}") from exc
             wanted = [name for name in EVENTS.names if name in parquet.schema_arrow.names]
             for batch in parquet.iter_batches(batch_size=batch_size, columns=wanted):
                 table = pa.Table.from_batches([batch])

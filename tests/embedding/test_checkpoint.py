@@ -67,7 +67,7 @@ def test_failed_save_leaves_previous_checkpoint_intact(tmp_path):
     path = make_tiny_checkpoint(str(tmp_path / "ckpt"), seed=0)
     before = read_meta(path)["model_version"]
     model, tokenizer = tiny_model("notellm2", seed=9)
-    with pytest.raises(Exception):
+    with pytest.raises(AttributeError, match="'str' object has no attribute 'schema'"):
         save_checkpoint(model, tokenizer, path, extra_tables={"dead_letter": "not a table"})
     assert read_meta(path)["model_version"] == before
     assert load_encoder(path, device="cpu").model_version == before

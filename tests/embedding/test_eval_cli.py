@@ -121,7 +121,7 @@ def test_bad_inputs_exit_2_with_one_line_reasons(tables, capsys):
 
 
 def test_tiny_checkpoint_end_to_end(tables, tmp_path):
-    testing = pytest.importorskip("embedding.testing")
+    from embedding import testing
     from embedding.checkpoint import load_encoder
 
     checkpoint = testing.make_tiny_checkpoint(str(tmp_path / "ckpt"), variant="notellm2", seed=0)

@@ -86,7 +86,7 @@ def test_model_versions_are_kept_apart_and_guarded(table):
     np.testing.assert_array_equal(table.get_many(["a"], "m2").vectors, vectors(1, seed=3))
     with pytest.raises(ModelVersionMismatch, match="no embeddings for model version 'm3'"):
         table.get_many(["a"], "m3")
-    with pytest.raises(ModelVersionMismatch):
+    with pytest.raises(ModelVersionMismatch, match="no embeddings for model version .m3."):
         table.require_model_version("m3")
 
 

@@ -1,7 +1,6 @@
 """The Redis embedding table against real redis-server processes: standalone, password, TLS, cluster."""
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -15,7 +14,7 @@ import redis.connection
 from embedding.redis_table import RedisEmbeddingTable, RedisTableConfig
 from embedding.table import DimensionMismatch, ModelVersionMismatch, TableUnavailable, open_table
 from i2i.errors import InputError
-from tests.conftest import RedisServer, free_port
+from tests.conftest import RedisServer, free_port, require_binary
 
 DIM = 16
 
@@ -121,7 +120,7 @@ def test_password_from_the_url(tmp_path):
             table.put_many(["a"], vectors(1), "m1")
             assert table.count("m1") == 1
         wrong = server.url.replace("s3cret", "wrong")
-        with pytest.raises(TableUnavailable) as caught:
+        with pytest.raises(TableUnavailable, match="unavailable") as caught:
             open_table(wrong).count("m1")
         assert "wrong" not in str(caught.value)
     finally:
@@ -130,9 +129,7 @@ def test_password_from_the_url(tmp_path):
 
 @pytest.fixture
 def tls_server(tmp_path):
-    binary, openssl = shutil.which("redis-server"), shutil.which("openssl")
-    if binary is None or openssl is None:
-        pytest.skip("redis-server or openssl is not installed")
+    binary, openssl = require_binary("redis-server"), require_binary("openssl")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out",
                     str(cert), "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
@@ -142,11 +139,22 @@ def tls_server(tmp_path):
                                 "--tls-cert-file", str(cert), "--tls-key-file", str(key),
                                 "--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no",
                                 "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(0.3)
-    if process.poll() is not None:
-        pytest.skip("this redis-server is built without TLS")
-    yield f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+                               stdout=open(tmp_path / "redis.log", "wb"), stderr=subprocess.STDOUT)
+    url = f"rediss://127.0.0.1:{port}/0?ssl_ca_certs={cert}"
+    deadline = time.monotonic() + 20
+    while True:  # ready once a TLS client gets an answer; an exit is a failure that shows why
+        if process.poll() is not None:
+            pytest.fail(f"redis-server with TLS exited ({process.returncode}): {(tmp_path / 'redis.log').read_text()[-500:]}",
+                        pytrace=False)
+        try:
+            if redis.Redis.from_url(url, socket_connect_timeout=0.5, socket_timeout=0.5).ping():
+                break
+        except redis.ConnectionError:
+            if time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("redis-server with TLS did not answer within 20 s", pytrace=False)
+            time.sleep(0.05)
+    yield url
     process.terminate()
     process.wait(timeout=10)
 
@@ -156,7 +164,7 @@ def test_tls_from_the_url(tls_server):
         table.put_many(["a"], vectors(1), "m1")
         np.testing.assert_array_equal(table.get_many(["a"], "m1").vectors, vectors(1))
     plain = tls_server.replace("rediss://", "redis://").split("?")[0]
-    with pytest.raises(TableUnavailable):
+    with pytest.raises(TableUnavailable, match="unavailable"):
         open_table(plain + "?socket_timeout=1").count("m1")
 
 
@@ -222,8 +230,7 @@ def _wait_for_port(port: int) -> None:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    if shutil.which("redis-server") is None or shutil.which("redis-cli") is None:
-        pytest.skip("redis-server / redis-cli are not installed")
+    require_binary("redis-server"), require_binary("redis-cli")
     local = LocalCluster(tmp_path_factory.mktemp("cluster"))
     yield local
     local.stop()
@@ -240,7 +247,7 @@ def test_redis_cluster_spreads_vectors_and_answers_like_standalone(cluster):
         assert table.count("m1") == 300 and table.model_versions() == ["m1"]
         assert sum(len(batch) for batch, _ in table.scan("m1", batch_size=128)) == 300
         assert table.delete_many(ids[:10], "m1") == 10 and table.count("m1") == 290
-        with pytest.raises(ModelVersionMismatch):
+        with pytest.raises(ModelVersionMismatch, match="no embeddings for model version .m2."):
             table.get_many(["n1"], "m2")
     keys_per_node = [redis.Redis(port=port).dbsize() for port in cluster.ports]
     assert sum(1 for n in keys_per_node if n > 50) == 3, keys_per_node

@@ -57,7 +57,7 @@ def test_rollback_switches_current_and_refuses_unknown_or_corrupt_targets(tmp_pa
     with pytest.raises(InputError, match="v000009 not found"):
         jobs.rollback_job(str(store.root), "v000009")
     (store.root / "versions" / "v000002" / "ids.parquet").write_bytes(b"garbage")
-    with pytest.raises(IndexIntegrityError):
+    with pytest.raises(IndexIntegrityError, match=r"checksum mismatch for .*ids\.parquet"):
         jobs.rollback_job(str(store.root), "v000002")
     assert store.current_version() == "v000001"
     # A child of a rolled-back CURRENT gets the next free name and the rolled-back parent.

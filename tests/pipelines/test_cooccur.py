@@ -92,7 +92,7 @@ def test_rerun_replaces_output_and_failed_run_keeps_previous(tmp_path, beam_args
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
 
     (events / "part-2.parquet").write_bytes(b"PAR1 this is not a parquet file")
-    with pytest.raises(Exception):
+    with pytest.raises(InputError, match=r"events file .*part-2\.parquet is not readable Parquet"):
         run(["--events", str(events), "--out", str(out), *beam_args])
     after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
     assert after == before
@@ -138,7 +138,7 @@ def test_empty_input_writes_readable_empty_tables(tmp_path, beam_args):
         assert validate(read_table(tmp_path / "out" / name), name).ok
     assert read_table(tmp_path / "out" / "scores").num_rows == 0
     assert summary["counts"]["dead_lettered"] == 1
-    with pytest.raises(InputError):
+    with pytest.raises(InputError, match="the following arguments are required: --out"):
         run(["--events", str(tmp_path / "events"), *beam_args])
 
 
