@@ -130,6 +130,7 @@ class TrainConfig:
     val_every: int = 0  # 0 = validate only at the end
     val_batches: int = 8
     save_every: int = 0  # 0 = save only at the end
+    stop_after: int = 0  # stop (and save) after this step of the ``steps`` schedule; 0 = run to ``steps``
     num_workers: int = 0
 
 

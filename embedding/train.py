@@ -160,6 +160,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rng_state() -> dict:
+    """Every random stream training draws from (dropout, above all), so a resume continues them."""
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def restore_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
 def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device: str | None = None,
           resume: bool = False, progress: bool = True) -> TrainResult:
     """Trains ``run.train.steps`` steps in total (counting steps of a resumed checkpoint) and saves to ``out_dir``."""
@@ -206,7 +220,9 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
     stream = BatchStream(train_set.pairs, notes, processor, cfg, (ddp.rank, ddp.world), skip=step)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.num_workers,
                                          pin_memory=torch_device.type == "cuda")
-    batches = iter(loader)
+    batches = iter(loader)  # draws a base seed: the saved streams are restored after it
+    if state is not None and state.get("rng") is not None and ddp.world == 1:  # DDP ranks reseed instead
+        restore_rng_state(state["rng"])
     bar = None
     if progress and ddp.main:
         from tqdm import tqdm
@@ -219,14 +235,16 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
                 "train_config": to_dict(cfg), "history": history[-200:],
                 "dead_letters": dict(train_set.reasons) | {f"val: {k}": v for k, v in val_set.reasons.items()}}
         training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "step": step, "history": history}
+                          "step": step, "history": history, "rng": rng_after_step or rng_state()}
         version = save_checkpoint(model, tokenizer, out_dir, meta, training_state,
                                   extra_tables={"dead_letter": dead_table} if dead_table.num_rows else None)
         return version
 
+    rng_after_step: dict | None = None  # the streams as the last step left them (before any validation)
     notes_seen, compute_seconds, window_losses, last_loss = 0, 0.0, [], float("nan")
     val_loss, version = None, None
-    while step < cfg.steps:
+    until = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
+    while step < until:
         batch = next(batches)
         tick = time.perf_counter()
         with autocast_for(torch_device, cfg.bf16):
@@ -242,22 +260,23 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
         compute_seconds += time.perf_counter() - tick
         notes_seen += len(batch) * ddp.world
         step += 1
+        rng_after_step = rng_state()
         last_loss = float(loss.detach())
         window_losses.append(last_loss)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{last_loss:.4f}", tau=f"{float(model.tau.detach()):.3f}")
-        if step % cfg.log_every == 0 or step == cfg.steps:
+        if step % cfg.log_every == 0 or step == until:
             record = {"step": step, "loss": float(np.mean(window_losses)), "tau": float(model.tau.detach()),
                       "lr": scheduler.get_last_lr()[0], "notes_per_s": notes_seen / max(compute_seconds, 1e-9)}
             window_losses = []
-            if cfg.val_every and step % cfg.val_every == 0 and step != cfg.steps:
+            if cfg.val_every and step % cfg.val_every == 0 and step != until:
                 record["val_loss"] = validation_loss(model, processor, val_set.pairs, notes, cfg, torch_device)
             history.append(record)
             if ddp.main:
                 log.info("step %d loss %.4f%s", step, record["loss"],
                          f" val_loss {record['val_loss']:.4f}" if record.get("val_loss") is not None else "")
-        if cfg.save_every and step % cfg.save_every == 0 and step != cfg.steps and ddp.main:
+        if cfg.save_every and step % cfg.save_every == 0 and step != until and ddp.main:
             save()
     if bar is not None:
         bar.close()

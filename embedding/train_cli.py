@@ -37,6 +37,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int)
     p.add_argument("--val-every", type=int, help="validation loss every N steps (0 = only at the end)")
     p.add_argument("--save-every", type=int, help="save the checkpoint every N steps (0 = only at the end)")
+    p.add_argument("--stop-after", type=int,
+                   help="stop after this step of the --steps schedule and save; --resume continues (time-boxed jobs)")
     p.add_argument("--log-every", type=int)
     p.add_argument("--num-workers", type=int, help="DataLoader workers preparing batches")
     p.add_argument("--gradient-checkpointing", action="store_true", default=None)
@@ -56,7 +58,7 @@ def build_run_config(args: argparse.Namespace):
         "model": {k: v for k, v in model_over.items() if v is not None},
         "train": {"steps": args.steps, "batch_size": args.batch_size, "lr": args.lr, "head_lr": args.head_lr,
                   "seed": args.seed, "val_every": args.val_every, "save_every": args.save_every,
-                  "log_every": args.log_every, "num_workers": args.num_workers,
+                  "stop_after": args.stop_after, "log_every": args.log_every, "num_workers": args.num_workers,
                   "bf16": False if args.no_bf16 else None},
     }
     sections["model"]["llm"] = {"num_layers": args.llm_layers, "gradient_checkpointing": args.gradient_checkpointing}

@@ -96,3 +96,31 @@ def test_help_lists_the_options(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--backbone" in out and "--variant" in out and "--llm-layers" in out
+
+
+def test_resume_restores_weights_optimizer_and_scheduler(tiny_dataset, tmp_path):
+    """4 steps, save, resume for 2 more: the same weights, optimizer and scheduler as 6 straight steps."""
+    from embedding.checkpoint import load_model, load_training_state
+
+    notes, pairs = tiny_dataset
+    common = ["train", "--notes", str(notes), "--pairs", str(pairs), "--backbone", "tiny", "--variant", "notellm2",
+              "--steps", "6", "--batch-size", "4", "--log-every", "2", "--quiet", "--device", "cpu"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert i2i(common + ["--out", str(straight)]) == 0
+    assert i2i(common + ["--out", str(resumed), "--stop-after", "4"]) == 0
+    halfway = load_training_state(resumed)
+    assert halfway["step"] == 4 and halfway["scheduler"]["last_epoch"] == 4
+    assert i2i(common + ["--out", str(resumed), "--resume"]) == 0
+
+    weights = {name: tensor for name, tensor in load_model(str(straight))[0].state_dict().items()}
+    for name, tensor in load_model(str(resumed))[0].state_dict().items():
+        torch.testing.assert_close(tensor, weights[name], rtol=0, atol=1e-6, msg=lambda m: f"{name}: {m}")
+    expected, got = load_training_state(straight), load_training_state(resumed)
+    assert got["step"] == expected["step"] == 6
+    assert got["scheduler"]["last_epoch"] == expected["scheduler"]["last_epoch"] == 6
+    assert got["scheduler"]["_last_lr"] == pytest.approx(expected["scheduler"]["_last_lr"])
+    assert got["optimizer"]["param_groups"] == expected["optimizer"]["param_groups"]
+    assert got["optimizer"]["state"].keys() == expected["optimizer"]["state"].keys()
+    for key, state in expected["optimizer"]["state"].items():
+        for field, value in state.items():  # step, exp_avg, exp_avg_sq of AdamW
+            torch.testing.assert_close(got["optimizer"]["state"][key][field], value, rtol=0, atol=1e-6)
