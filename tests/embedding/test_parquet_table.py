@@ -225,3 +225,23 @@ def test_unreadable_foreign_content_is_refused_by_name(tmp_path):
     pq.write_table(ragged, directory / SPARK_1)
     with pytest.raises(InputError, match=re.escape(SPARK_1) + ": column embedding of type list"):
         open_table(f"parquet:{directory}").count("m1")
+
+
+def test_last_write_wins_after_a_delete_rewrites_a_part(tmp_path):
+    """A delete rewrites the older part in place: it must stay older than the later write, and keep
+    its own row order (a later row within a part wins)."""
+    directory = tmp_path / "emb"
+    table = open_table(f"parquet:{directory}")
+    v = vectors(6, seed=9)
+    table.put_many(["a", "b", "c", "a"], v[:4], "m1")  # part 1: a twice (the second row wins), b, c
+    table.put_many(["c"], v[4:5], "m1")  # part 2: c again
+    assert table.delete_many(["b"], "m1") == 1  # rewrites part 1 only
+    for reader in (table, open_table(f"parquet:{directory}")):  # cached and fresh readers
+        found = reader.get_many(["a", "b", "c"], "m1")
+        assert found.found_ids == ["a", "c"] and found.missing_ids == ["b"]
+        np.testing.assert_array_equal(found.vectors, np.stack([v[3], v[4]]))
+    table.put_many(["a"], v[5:6], "m1")  # a later write still wins over the rewritten part
+    assert table.delete_many(["c"], "m1") == 1
+    np.testing.assert_array_equal(open_table(f"parquet:{directory}").get_many(["a"], "m1").vectors, v[5:6])
+    table.compact()
+    np.testing.assert_array_equal(open_table(f"parquet:{directory}").get_many(["a"], "m1").vectors, v[5:6])

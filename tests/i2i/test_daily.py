@@ -57,6 +57,19 @@ def test_two_days_then_idempotent_rerun(site, capsys):
     assert second != first
     manifest = (site / "index" / "versions" / second / "manifest.json").read_text()
     assert f'"parent": "{first}"' in manifest
+    deleted = read_table(site / "data" / "deletes" / f"dt={DAY2}").column("note_id").to_pylist()
+    assert_deletes_applied(site / "index", deleted, day1_version=first)
+
+
+def assert_deletes_applied(index_dir, deleted, day1_version):
+    """The day's deletes were in the index the day before, and are gone from what CURRENT serves."""
+    from index.store import IndexStore
+
+    store = IndexStore(index_dir)
+    assert all(note in store.load(day1_version, hold=False).ids for note in deleted)
+    current = store.load(hold=False)
+    assert not any(note in current.ids for note in deleted)
+    assert set(deleted) <= current.contents.tombstones
 
 
 def test_second_run_is_refused_while_the_lock_is_held(site):

@@ -155,3 +155,24 @@ def test_growth_and_imbalance_trigger_rebuild_advice(tmp_path, corpus, make_vect
     rebuilt = jobs.rebuild_job(str(tmp_path / "idx"), corpus.url)
     assert rebuilt.nlist > 4 and rebuilt.ntotal == 1800
     assert jobs.info(str(tmp_path / "idx"))["rebuild_advice"] == []
+
+
+def test_a_note_reembedded_and_deleted_on_the_same_day_is_removed(tmp_path, corpus, make_vectors, model_version):
+    index_dir = str(tmp_path / "idx")
+    jobs.build_job(index_dir, corpus.url, CONFIG)
+    both = corpus.note_ids[300:305]
+    new_vectors = make_vectors(np.random.default_rng(5), len(both))
+    with open_table(corpus.url) as table:  # the day's embedding job re-embeds them ...
+        table.put_many(both, new_vectors, model_version)
+    deletes = tmp_path / "deletes.txt"  # ... and the same day's deletes take them down
+    deletes.write_text("\n".join(both) + "\n")
+    summary = jobs.update_job(index_dir, corpus.url, deletes_path=str(deletes))
+    assert summary.plan.removes == sorted(both)
+    assert not set(both) & set(summary.plan.replaces + summary.plan.adds)
+    for _ in range(2):  # and the next day's update, with the table still holding the new vectors
+        loaded = IndexStore(index_dir).load(hold=False)
+        assert not any(note in loaded.ids for note in both)
+        assert loaded.ntotal == len(corpus.note_ids) - len(both)
+        _, names = loaded.search(new_vectors, 5, nprobe=8)
+        assert not set(both) & {n for row in names for n in row}
+        jobs.update_job(index_dir, corpus.url)

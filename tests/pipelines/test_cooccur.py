@@ -168,3 +168,14 @@ def test_next_publish_removes_what_killed_runs_left(tmp_path, beam_args):
     (tmp_path / ".other.staging-0123456789ab").mkdir()  # another output's: not ours to remove
     run(["--events", str(events), "--out", str(out), *beam_args])
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.staging-0123456789ab", "events", "out"]
+
+
+def test_fractional_window_seconds_on_the_command_line(tmp_path, beam_args):
+    rows = [("u", "a", "view", T0), ("u", "b", "click", T0 + 2500), ("u", "c", "click", T0 + 2501),
+            ("v", "a", "view", T0), ("v", "c", "click", T0 + 2000)]
+    write_parquet_events(tmp_path / "events" / "part-0.parquet", rows)
+    assert i2i_main(["cooccur", "--events", str(tmp_path / "events"), "--out", str(tmp_path / "out"),
+                     "--window-seconds", "2.5", "--low", "0", *beam_args]) == 0
+    scores = scores_dict(read_table(tmp_path / "out" / "scores"))
+    assert scores == reference_scores(rows, 2.5)
+    assert ("a", "b") in scores and scores[("a", "c")] == (1.0, 1)  # u's c is 2501 ms after a: v alone

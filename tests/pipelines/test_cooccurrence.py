@@ -147,3 +147,27 @@ def test_agrees_exactly_with_reference(rows, cap, window):
     related = top_related(scores, 1.0, 0.2, 2).to_pylist()
     assert [(r["src_note_id"], r["dst_note_id"], r["score"], r["rank"]) for r in related] == \
         reference_related(expected, up=1.0, low=0.2, top_t=2)
+
+
+def test_exact_sum_path_when_a_pair_has_users_of_many_distinct_n_u():
+    """lcm of the N_u values far beyond 2**52: the exact rational path, rounded once."""
+    from fractions import Fraction
+
+    n_values = [2, 3, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37, 41, 43, 47]  # log2(lcm) ~ 59; N_u = 3 twice
+    rows = []
+    for user, n in enumerate(n_values):
+        rows += [(f"u{user}", "a", "view", 0), (f"u{user}", "b", "click", S)]
+        rows += [(f"u{user}", f"f{user}-{i}", "click", (10 + 10 * i) * W * S) for i in range(n - 1)]  # far apart
+    scores, _ = scores_of(rows)
+    expected = float(sum(Fraction(1, n) for n in n_values))
+    assert scores[("a", "b")] == (expected, len(n_values))
+    assert expected != sum(1 / n for n in n_values)  # a float sum would be off by an ulp here
+    assert scores == reference_scores(rows, W)
+
+
+def test_fractional_window_seconds():
+    """A 1.5 s window: a click 1500 ms after the event counts, 1501 ms does not (no truncation to 1 s)."""
+    rows = [("u", "a", "view", 0), ("u", "b", "click", 1500), ("u", "c", "click", 1501)]
+    scores, _ = scores_of(rows, window=1.5)
+    assert scores == {("a", "b"): (0.5, 1), ("b", "c"): (0.5, 1)}
+    assert scores == reference_scores(rows, 1.5)

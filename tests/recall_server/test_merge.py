@@ -73,6 +73,10 @@ def test_merge_matches_reference(seed, rows, width, strategy, limit, weighted):
             assert score == pytest.approx(by_key[key][0], rel=1e-5, abs=1e-6)
             if strategy == "max":
                 assert scores[row][keys[row] == key][0] * weights[row] == pytest.approx(score, rel=1e-5)
+            else:  # sum: the source is a row with the largest share of the note's total
+                shares = [float(scores[r][(keys[r] == key) & valid[r]][0] * weights[r])
+                          for r in range(rows) if ((keys[r] == key) & valid[r]).any()]
+                assert scores[row][keys[row] == key][0] * weights[row] == pytest.approx(max(shares), rel=1e-6)
 
 
 def test_round_robin_takes_one_per_source_in_turn():
@@ -90,6 +94,19 @@ def test_sum_rewards_notes_recalled_by_several_history_notes():
     valid = np.ones(keys.shape, bool)
     assert merge(keys, scores, valid, "max", 1).keys.tolist() == ["y"]
     assert merge(keys, scores, valid, "sum", 1).keys.tolist() == ["x"]
+
+
+def test_sum_source_is_the_row_with_the_largest_share():
+    keys = np.array([["x", "y", "w"], ["z", "x", "w"], ["x", "v", "w"]], dtype=object)
+    scores = np.array([[0.9, 0.8, 0.1], [0.95, 0.6, 0.5], [0.7, 0.2, 0.05]], dtype=np.float32)
+    valid = np.ones(keys.shape, bool)
+    merged = merge(keys, scores, valid, "sum", 5)
+    source = dict(zip(merged.keys.tolist(), merged.sources.tolist()))
+    assert merged.keys.tolist()[0] == "x" and merged.scores[0] == pytest.approx(0.9 + 0.6 + 0.7)
+    assert source == {"x": 0, "y": 0, "z": 1, "w": 1, "v": 2}
+    # Row 0 at half weight: x's shares are 0.45, 0.6 and 0.7, so its source moves to row 2.
+    weighted = merge(keys, scores, valid, "sum", 5, weights=np.array([0.5, 1.0, 1.0], np.float32))
+    assert dict(zip(weighted.keys.tolist(), weighted.sources.tolist()))["x"] == 2
 
 
 def test_recency_weights_halve_every_half_life():
