@@ -1,7 +1,11 @@
 """``i2i run --date YYYY-MM-DD --config FILE``: the scheduled daily run (cron, Airflow).
 
 Stages, in order: co-occurrence and pairs over the date's events partition, optional retraining,
-embedding of new notes, index update (or a first build). Each stage's outputs are atomic and a
+embedding of the notes the table lacks under the checkpoint's model version, and the index:
+a first build, an update while the served index holds the checkpoint's model version, or, after
+a retrain moved the checkpoint to a new model, a rebuild from the new model's embeddings of the
+catalogue (CURRENT's settings and tombstones kept). The run then checks that CURRENT holds the
+checkpoint's model version: the served index never silently lags the model. Each stage's outputs are atomic and a
 stage whose complete output exists is skipped, so a rerun after a failure picks up where it
 stopped. A lock file keeps two runs from overlapping. Exit codes a scheduler can act on:
 
@@ -144,16 +148,42 @@ class DailyRun:
         return ["embed", "--notes", str(self.config.notes), "--checkpoint", str(self.config.checkpoint),
                 "--table", self.config.table, *self.config.embed_args]
 
+    def checkpoint_model_version(self) -> str:
+        from embedding.checkpoint import read_meta
+
+        model_version = read_meta(self.config.checkpoint).get("model_version")
+        if not model_version:
+            raise InputError(f"checkpoint {self.config.checkpoint} names no model_version in its meta.json")
+        return model_version
+
+    def served_model_version(self) -> str | None:
+        from index.store import IndexStore
+
+        store = IndexStore(self.config.index_dir)
+        current = store.current_version()
+        return None if current is None else store.manifest(current).model_version
+
     def index_argv(self) -> list[str]:
-        index_dir = self.config.index_dir
-        if not (index_dir / "CURRENT").exists():
-            return ["index", "build", "--index-dir", str(index_dir), "--table", self.config.table,
-                    *self.config.index_args]
-        argv = ["index", "update", "--index-dir", str(index_dir), "--table", self.config.table]
+        """build (no index yet), update (same model) or rebuild under the checkpoint's new model version."""
+        model_version = self.checkpoint_model_version()
+        served = self.served_model_version()
+        operation = "build" if served is None else "update" if served == model_version else "rebuild"
+        if operation == "rebuild":
+            LOG.info("the checkpoint moved to model version %s, the index serves %s: rebuilding the index "
+                     "from the new model's embeddings", model_version, served)
+        argv = ["index", operation, "--index-dir", str(self.config.index_dir), "--table", self.config.table,
+                "--model-version", model_version]
         deletes = self.config.deletes.replace("{date}", self.date.isoformat())
         if deletes and Path(deletes).exists():
             argv += ["--deletes", deletes]
         return argv + self.config.index_args
+
+    def check_index_follows_model(self) -> None:
+        """After the index stage: CURRENT must hold the checkpoint's model version."""
+        model_version, served = self.checkpoint_model_version(), self.served_model_version()
+        if served != model_version:
+            raise StageFailed("index", f"the served index holds model version {served!r}, the checkpoint "
+                                       f"{model_version!r}: the index would lag the model")
 
     def run(self, force: bool = False) -> dict:
         from i2i.cli import resolve
@@ -175,6 +205,8 @@ class DailyRun:
                 raise StageFailed(name, f"{type(exc).__name__}: {exc}") from exc
             if code:
                 raise StageFailed(name, f"exit code {code}", int(code))
+            if name == "index":
+                self.check_index_follows_model()
             seconds = round(time.perf_counter() - started, 2)
             write_marker(self.marker(name), {"stage": name, "argv": argv, "seconds": seconds,
                                              "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()})

@@ -84,6 +84,9 @@ def parser() -> argparse.ArgumentParser:
     rebuild.add_argument("--nlist", type=_positive, help="inverted lists (default: chosen for today's corpus)")
     rebuild.add_argument("--factory", help="change the encoding (default: CURRENT's)")
     rebuild.add_argument("--train-sample", type=_positive, help="vectors to train on (default 50 per list)")
+    rebuild.add_argument("--model-version",
+                         help="index this model version's embeddings (default: CURRENT's); after a retrain, the "
+                              "new model's version, keeping CURRENT's settings and tombstones")
     deletes(rebuild)
     gpu(rebuild)
 
@@ -130,7 +133,7 @@ def main(argv: list[str]) -> int:
                                   policy, _gpu_flag(args))
     elif args.command == "rebuild":
         summary = jobs.rebuild_job(args.index_dir, args.table, args.nlist, args.factory, args.train_sample,
-                                   args.deletes, args.keep, _gpu_flag(args))
+                                   args.deletes, args.keep, _gpu_flag(args), model_version=args.model_version)
     elif args.command == "info":
         report = jobs.info(args.index_dir, verify=args.verify)
         print(json.dumps(report, indent=2)) if args.json else _print_info(report)

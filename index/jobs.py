@@ -156,8 +156,13 @@ def rebuild_config(current: Manifest, nlist: int | None, factory: str | None, tr
 
 def rebuild_job(index_dir: str, table_url: str, nlist: int | None = None, factory: str | None = None,
                 train_sample: int | None = None, deletes_path: str | None = None, keep: int = DEFAULT_KEEP,
-                use_gpu: bool | None = None) -> JobSummary:
-    """Retrains from the table with the current version's model version, settings and tombstones."""
+                use_gpu: bool | None = None, model_version: str | None = None) -> JobSummary:
+    """Retrains from the table with the current version's settings and tombstones.
+
+    The model version is the current version's, or ``model_version``: after a retrain, the new
+    model's embeddings of the catalogue become a new version whose parent is the old model's
+    (an update never mixes model versions, so this is how the index follows a new model).
+    """
     store = IndexStore(index_dir)
     extra_deletes = read_deletes(deletes_path) if deletes_path else []
     with store.writer_lock():
@@ -165,7 +170,7 @@ def rebuild_job(index_dir: str, table_url: str, nlist: int | None = None, factor
         current = store.manifest(current_version)
         tombstones = store.load(current_version, hold=False).contents.tombstones
         config = rebuild_config(current, nlist, factory, train_sample, use_gpu)
-        embeddings, timings = _read(table_url, current.model_version, current.metric)
+        embeddings, timings = _read(table_url, model_version or current.model_version, current.metric)
         return build_from_embeddings(store, embeddings, config, sorted(tombstones | set(extra_deletes)), keep,
                                      "rebuild", timings)
 

@@ -128,3 +128,40 @@ def test_unreachable_redis_table_is_temporary_and_exits_75(tmp_path, site):
     result = run_cli(config, DAY1)
     assert result.returncode == 75, (result.stdout, result.stderr)
     assert "stage embed failed" in result.stdout and "unavailable" in result.stdout and "retry later" in result.stdout
+
+
+def served_manifest(index_dir):
+    from index.store import IndexStore
+
+    store = IndexStore(index_dir)
+    return store.manifest(store.current_version())
+
+
+def test_two_days_with_retrain_serve_the_new_model(tmp_path, site):
+    """With retrain = true each day trains a new model: the catalogue is embedded under it and the
+    index is rebuilt from those embeddings, so CURRENT always holds the checkpoint's model version."""
+    import shutil
+
+    from embedding.checkpoint import read_meta
+
+    root = tmp_path / "site"
+    shutil.copytree(site / "data", root / "data")
+    shutil.copytree(site / "model", root / "model")
+    config = write_config(root, extra='retrain = true\n'
+                                      'train_args = ["--backbone", "tiny", "--steps", "2", "--batch-size", "4", '
+                                      '"--quiet", "--device", "cpu"]\n')
+    assert main(["--date", str(DAY1), "--config", str(config)]) == 0
+    day1_model = read_meta(root / "model")["model_version"]
+    day1 = served_manifest(root / "index")
+    assert day1.model_version == day1_model and day1.operation == "build"
+
+    assert main(["--date", str(DAY2), "--config", str(config)]) == 0
+    day2_model = read_meta(root / "model")["model_version"]
+    assert day2_model != day1_model  # a new model was trained on day 2's pairs
+    day2 = served_manifest(root / "index")
+    assert day2.model_version == day2_model  # CURRENT follows the checkpoint
+    assert day2.operation == "rebuild" and day2.parent == day1.version
+    notes = read_table(root / "data" / "notes").num_rows
+    deleted = read_table(root / "data" / "deletes" / f"dt={DAY2}").column("note_id").to_pylist()
+    assert day2.ntotal == notes - len(deleted)  # the whole catalogue under the new model, less the deletes
+    assert_deletes_applied(root / "index", deleted, day1_version=day1.version)

@@ -75,4 +75,32 @@ def test_corrupt_version_is_refused_by_info_verify(tmp_path, capsys, corpus):
     with open(index_dir / "versions" / "v000001" / "index.faiss", "ab") as handle:
         handle.write(b"\0")
     code, _, err = run(capsys, "info", "--index-dir", str(index_dir), "--verify")
-    assert code == 2 and "checksum mismatch" in err and "index.faiss" in err
+    assert code == 1 and "checksum mismatch" in err and "index.faiss" in err  # a failure, not bad input
+
+
+def test_rebuild_under_a_new_model_version_keeps_settings_and_tombstones(tmp_path, capsys, corpus):
+    """After a retrain the table holds two model versions; rebuild --model-version follows the new one."""
+    import numpy as np
+
+    from index.store import IndexStore
+    from tests.index.conftest import MODEL, clustered, write_embeddings
+
+    index_dir = str(tmp_path / "idx")
+    assert run(capsys, "build", "--index-dir", index_dir, "--table", corpus.url, "--nlist", "8",
+               "--model-version", MODEL)[0] == 0
+    deletes = tmp_path / "deletes.txt"
+    deletes.write_text("\n".join(corpus.note_ids[:3]) + "\n")
+    assert run(capsys, "update", "--index-dir", index_dir, "--table", corpus.url, "--deletes", str(deletes))[0] == 0
+    new_vectors = clustered(np.random.default_rng(8), len(corpus.note_ids))
+    write_embeddings(corpus.table_dir, corpus.note_ids, new_vectors, model_version="m-test-2", part=1)
+    code, _, err = run(capsys, "update", "--index-dir", index_dir, "--table", corpus.url, "--model-version", "m-test-2")
+    assert code == 2 and "build a new index" in err  # an update never mixes model versions
+    code, _, err = run(capsys, "rebuild", "--index-dir", index_dir, "--table", corpus.url, "--model-version", "nope")
+    assert code == 2 and "no embeddings for model version 'nope'" in err
+    code, out, _ = run(capsys, "rebuild", "--index-dir", index_dir, "--table", corpus.url, "--model-version", "m-test-2")
+    assert code == 0 and "rebuild: published v000003 (parent v000002)" in out and "model_version m-test-2" in out
+    loaded = IndexStore(index_dir).load(hold=False)
+    assert loaded.manifest_record.model_version == "m-test-2" and loaded.manifest_record.factory.endswith(",Flat")
+    assert loaded.contents.tombstones == set(corpus.note_ids[:3]) and loaded.ntotal == len(corpus.note_ids) - 3
+    _, names = loaded.search(new_vectors[3:8], 1, nprobe=8)  # the new model's vectors find their notes
+    assert [row[0] for row in names] == corpus.note_ids[3:8]
