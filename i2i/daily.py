@@ -5,9 +5,9 @@ embedding of the notes the table lacks under the checkpoint's model version, and
 a first build, an update while the served index holds the checkpoint's model version, or, after
 a retrain moved the checkpoint to a new model, a rebuild from the new model's embeddings of the
 catalogue (CURRENT's settings and tombstones kept). The run then checks that CURRENT holds the
-checkpoint's model version: the served index never silently lags the model. Each stage's outputs are atomic and a
-stage whose complete output exists is skipped, so a rerun after a failure picks up where it
-stopped. A lock file keeps two runs from overlapping. Exit codes a scheduler can act on:
+checkpoint's model version: the served index never silently lags the model. Each stage's outputs
+are atomic and a stage whose complete output exists is skipped, so a rerun after a failure picks
+up where it stopped. A lock file keeps two runs from overlapping. Exit codes a scheduler can act on:
 
   0   every stage done (or already done)
   1   a stage failed; earlier outputs and the served index are untouched; rerun to resume
