@@ -32,6 +32,9 @@ class RecallMetrics:
                                        registry=r)
         self.history_truncated = Counter("i2i_recall_history_truncated",
                                          "Requests whose history was cut to the server's limit", registry=r)
+        self.malformed_requests = Counter("i2i_recall_malformed_requests",
+                                          "Calls whose bytes are not a valid RecallRequest (answered INVALID_ARGUMENT)",
+                                          registry=r)
         self.unauthenticated = Counter("i2i_recall_unauthenticated", "Calls refused for a missing or bad token",
                                        ["method"], registry=r)
 

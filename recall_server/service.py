@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from embedding import table as table_module
 from recall_server.stubs import recall_pb2, recall_pb2_grpc
@@ -23,6 +24,7 @@ from recall_server.metrics import RecallMetrics
 
 logger = logging.getLogger("recall_server.service")
 access_logger = logging.getLogger("recall_server.access")
+SERVICE_NAME = recall_pb2.DESCRIPTOR.services_by_name["RecallService"].full_name
 
 # The table's "storage cannot be reached" error, plus the socket-level errors behind it.
 TABLE_UNAVAILABLE = tuple(
@@ -30,6 +32,39 @@ TABLE_UNAVAILABLE = tuple(
     if error is not None
 )
 MODEL_VERSION_MISMATCH = getattr(table_module, "ModelVersionMismatch", None)
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """What the request deserializer hands the servicer for bytes that are not a RecallRequest.
+
+    gRPC answers a deserializer that raises with INTERNAL and never calls the servicer, so the
+    caller would blame the server and the metrics would never see the call. Returning this
+    sentinel lets the servicer answer INVALID_ARGUMENT and count it like any other bad request.
+    """
+
+    size: int
+    reason: str
+    user_id: str = ""
+    history: tuple = ()
+    k: int = 0
+
+
+def parse_request(data: bytes) -> recall_pb2.RecallRequest | MalformedRequest:
+    """RecallRequest.FromString that turns garbage, truncation and invalid UTF-8 into a MalformedRequest."""
+    try:
+        return recall_pb2.RecallRequest.FromString(data)
+    except (DecodeError, ValueError, UnicodeDecodeError) as exc:
+        return MalformedRequest(size=len(data), reason=str(exc) or type(exc).__name__)
+
+
+def add_to_server(service: "RecallService", server: grpc.Server) -> None:
+    """Registers ``service`` with ``parse_request`` as the Recall deserializer (not the generated one)."""
+    handlers = {"Recall": grpc.unary_unary_rpc_method_handler(
+        service.Recall, request_deserializer=parse_request,
+        response_serializer=recall_pb2.RecallResponse.SerializeToString)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class RecallAbort(Exception):
@@ -98,6 +133,11 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         started = time.perf_counter()
         code = "OK"
         try:
+            if isinstance(request, MalformedRequest):
+                self.metrics.malformed_requests.inc()
+                raise RecallAbort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"request is not a valid i2i.v1.RecallRequest ({request.size} bytes): "
+                                  f"{request.reason}; send a serialized RecallRequest with UTF-8 strings")
             return self.recall(request, context)
         except RecallAbort as abort:
             code = abort.code.name

@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from recall_server.auth import bearer_token
+from recall_server.stubs import recall_pb2
 
 from .conftest import server_config
 
@@ -78,3 +79,26 @@ def test_metrics_endpoint_counts_requests_errors_and_the_index(corpus, start_ser
     assert f'i2i_recall_index_info{{index_version="{corpus.version}",model_version="m1"}} 1.0' in text
     assert 'i2i_recall_index_reloads_total{outcome="ok"} 1.0' in text
     assert "i2i_recall_missing_history_total 1.0" in text
+
+
+@pytest.mark.parametrize("payload, what", [
+    (b"\xff\xff\xff\xff", "garbage"),
+    (recall_pb2.RecallRequest(user_id="u", history=["n001", "n002"], k=5).SerializeToString()[:-4], "truncated"),
+    (b"\x12\x02\xff\xfe\x18\x05", "invalid UTF-8 in history"),
+])
+def test_malformed_request_bytes_are_invalid_argument_and_counted(corpus, start_server, payload, what):
+    running = start_server(server_config(corpus, metrics_port=0))
+    with grpc.insecure_channel(running.target) as channel:
+        raw = channel.unary_unary("/i2i.v1.RecallService/Recall", request_serializer=None,
+                                  response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(payload, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, what
+        assert "not a valid i2i.v1.RecallRequest" in caught.value.details()
+        good = recall_pb2.RecallRequest(history=["n001"], k=3).SerializeToString()
+        answer = recall_pb2.RecallResponse.FromString(raw(good, timeout=5))  # the same raw path still serves
+        assert len(answer.notes) == 3
+    text = urllib.request.urlopen(f"http://127.0.0.1:{running.server.metrics_port}/metrics", timeout=5).read().decode()
+    assert "i2i_recall_malformed_requests_total 1.0" in text
+    assert 'i2i_recall_errors_total{code="INVALID_ARGUMENT"} 1.0' in text
+    assert 'i2i_recall_requests_total{code="OK"} 1.0' in text
