@@ -1,10 +1,13 @@
 """RecallService over a real gRPC channel: exact top-k, merging, exclusion, limits and error codes."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import grpc
 import numpy as np
 import pytest
 
+from embedding.table import open_table
 from recall_server.service import plan_request
 from recall_server.stubs import recall_pb2
 
@@ -87,6 +90,38 @@ def test_long_history_keeps_the_most_recent_notes(corpus, start_server):
     assert [n.note_id for n in response.notes] == [
         n for n, _, _ in brute_force(corpus, history[:3], 26) if n not in history][:20]
     assert running.server.metrics.value("i2i_recall_history_truncated_total") == 1
+
+
+def test_history_beyond_max_history_is_still_excluded(corpus, start_server):
+    """Only the most recent max_history notes are searched, but every history note is left out."""
+    running = start_server(server_config(corpus, max_history=3))
+    history = [f"n{i:03d}" for i in range(40, 52)]  # 12 notes, 9 beyond the limit
+    everything = len(corpus.note_ids)
+    response = running.client().recall(history, k=everything)
+    returned = [note.note_id for note in response.notes]
+    assert not set(returned) & set(history)
+    assert len(returned) == everything - len(history)  # all the rest, each once
+    assert {note.source_note_id for note in response.notes} <= set(history[:3])
+    assert returned[:30] == [n for n, _, _ in brute_force(corpus, history[:3], 45) if n not in history][:30]
+
+
+def test_history_note_in_the_index_but_not_in_the_table_is_still_excluded(corpus, start_server, tmp_path):
+    """A note whose embedding is gone from the table is still in the index: it must not come back."""
+    gone = "n061"
+    table_url = f"parquet:{tmp_path / 'partial-table'}"
+    keep = [i for i, note_id in enumerate(corpus.note_ids) if note_id != gone]
+    with open_table(table_url) as table:
+        table.put_many([corpus.note_ids[i] for i in keep], corpus.vectors[keep], "m1")
+    config = replace(server_config(corpus), table_url=table_url)
+    history = ["n060", gone]
+    response = start_server(config).client().recall(history, k=len(corpus.note_ids))
+    returned = [note.note_id for note in response.notes]
+    assert list(response.missing_history) == [gone]
+    assert gone not in returned and "n060" not in returned
+    assert len(returned) == len(corpus.note_ids) - 2
+    # The control: without exclusion the index does return it.
+    kept = start_server(config).client().recall(history, k=len(corpus.note_ids), exclude_history=False)
+    assert gone in {note.note_id for note in kept.notes}
 
 
 @pytest.mark.parametrize(("history", "k", "per_query_k", "message"), [
