@@ -13,7 +13,7 @@ from pathlib import Path
 from i2i.errors import InputError
 from index.builder import BuildConfig, BuildResult, build
 from index.manifest import Manifest
-from index.source import Embeddings, read_deletes, read_table
+from index.source import Embeddings, read_deletes, read_publish_times, read_table
 from index.store import DEFAULT_KEEP, GcReport, IndexStore
 from index.updater import RebuildPolicy, UpdatePlan, apply_update, rebuild_advice
 
@@ -78,18 +78,22 @@ def _publish_built(store: IndexStore, result: BuildResult, embeddings: Embedding
 
 def build_from_embeddings(store: IndexStore, embeddings: Embeddings, config: BuildConfig,
                           deletes: list[str] | None = None, keep: int = DEFAULT_KEEP,
-                          operation: str = "build", timings: dict[str, float] | None = None) -> JobSummary:
+                          operation: str = "build", timings: dict[str, float] | None = None,
+                          publish_times: dict[str, int] | None = None) -> JobSummary:
     """Trains and publishes a fresh version (call under the writer lock). Deleted ids are left out
     and recorded as tombstones."""
     tombstones = set(deletes or [])
     result = build(embeddings.without(tombstones), config)
     result.contents.tombstones = tombstones
+    if publish_times:
+        result.contents.ids.set_published(publish_times)
     return _publish_built(store, result, embeddings, operation, config, keep, timings or {})
 
 
 def update_from_embeddings(store: IndexStore, embeddings: Embeddings, deletes: list[str] | None = None,
                            keep: int = DEFAULT_KEEP, policy: RebuildPolicy | None = None,
-                           use_gpu: bool | None = None, timings: dict[str, float] | None = None) -> JobSummary:
+                           use_gpu: bool | None = None, timings: dict[str, float] | None = None,
+                           publish_times: dict[str, int] | None = None) -> JobSummary:
     """Publishes a child of CURRENT with the table's changes (call under the writer lock)."""
     timings = dict(timings or {})
     started = time.perf_counter()
@@ -97,6 +101,8 @@ def update_from_embeddings(store: IndexStore, embeddings: Embeddings, deletes: l
     timings["load_s"] = time.perf_counter() - started
     parent = loaded.manifest_record
     result = apply_update(parent, loaded.contents, embeddings, deletes or [], policy, use_gpu)
+    if publish_times:
+        result.contents.ids.set_published(publish_times)
     timings.update(result.timings)
     index = result.contents.index
     manifest = Manifest(
@@ -122,26 +128,28 @@ def _read(table_url: str, model_version: str | None, metric: str) -> tuple[Embed
 
 
 def build_job(index_dir: str, table_url: str, config: BuildConfig, model_version: str | None = None,
-              deletes_path: str | None = None, keep: int = DEFAULT_KEEP) -> JobSummary:
+              deletes_path: str | None = None, keep: int = DEFAULT_KEEP, notes_path: str | None = None) -> JobSummary:
     store = IndexStore(index_dir)
     deletes = read_deletes(deletes_path) if deletes_path else []
+    times = read_publish_times(notes_path) if notes_path else None
     with store.writer_lock():
         embeddings, timings = _read(table_url, model_version, config.metric)
-        return build_from_embeddings(store, embeddings, config, deletes, keep, "build", timings)
+        return build_from_embeddings(store, embeddings, config, deletes, keep, "build", timings, times)
 
 
 def update_job(index_dir: str, table_url: str, model_version: str | None = None, deletes_path: str | None = None,
                keep: int = DEFAULT_KEEP, policy: RebuildPolicy | None = None,
-               use_gpu: bool | None = None) -> JobSummary:
+               use_gpu: bool | None = None, notes_path: str | None = None) -> JobSummary:
     store = IndexStore(index_dir)
     deletes = read_deletes(deletes_path) if deletes_path else []
+    times = read_publish_times(notes_path) if notes_path else None
     with store.writer_lock():
         current = store.manifest(store.resolve(None))
         if model_version is not None and model_version != current.model_version:
             raise InputError(f"index version {current.version} holds model version {current.model_version!r}; "
                              f"refusing to update it with model version {model_version!r} (build a new index)")
         embeddings, timings = _read(table_url, current.model_version, current.metric)
-        return update_from_embeddings(store, embeddings, deletes, keep, policy, use_gpu, timings)
+        return update_from_embeddings(store, embeddings, deletes, keep, policy, use_gpu, timings, times)
 
 
 def rebuild_config(current: Manifest, nlist: int | None, factory: str | None, train_sample: int | None,
@@ -156,18 +164,22 @@ def rebuild_config(current: Manifest, nlist: int | None, factory: str | None, tr
 
 def rebuild_job(index_dir: str, table_url: str, nlist: int | None = None, factory: str | None = None,
                 train_sample: int | None = None, deletes_path: str | None = None, keep: int = DEFAULT_KEEP,
-                use_gpu: bool | None = None) -> JobSummary:
-    """Retrains from the table with the current version's model version, settings and tombstones."""
+                use_gpu: bool | None = None, notes_path: str | None = None) -> JobSummary:
+    """Retrains from the table with the current version's model version, settings, tombstones and
+    publication times (a notes table given here adds to them)."""
     store = IndexStore(index_dir)
     extra_deletes = read_deletes(deletes_path) if deletes_path else []
+    times = read_publish_times(notes_path) if notes_path else {}
     with store.writer_lock():
         current_version = store.resolve(None)
         current = store.manifest(current_version)
-        tombstones = store.load(current_version, hold=False).contents.tombstones
+        current_contents = store.load(current_version, hold=False).contents
+        tombstones = current_contents.tombstones
+        times = {**current_contents.ids.publish_times(), **times}
         config = rebuild_config(current, nlist, factory, train_sample, use_gpu)
         embeddings, timings = _read(table_url, current.model_version, current.metric)
         return build_from_embeddings(store, embeddings, config, sorted(tombstones | set(extra_deletes)), keep,
-                                     "rebuild", timings)
+                                     "rebuild", timings, times)
 
 
 def rollback_job(index_dir: str, to: str) -> tuple[str | None, str]:

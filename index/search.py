@@ -28,9 +28,23 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors
 
 
-def search_parameters(index: faiss.Index, nprobe: int) -> faiss.SearchParameters:
-    """Per-call parameters; an OPQ/PCA pre-transform wraps the IVF parameters."""
+def search_parameters(index: faiss.Index, nprobe: int, selector: faiss.IDSelector | None = None
+                      ) -> faiss.SearchParameters:
+    """Per-call parameters; an OPQ/PCA pre-transform wraps the IVF parameters.
+
+    ``selector`` restricts the lists' scan to the ids it accepts (filters applied inside the search,
+    so k results are still found whenever the probed lists hold k accepted notes). An HNSW coarse
+    quantizer is given an efSearch of at least twice nprobe, so it finds the nprobe nearest lists.
+    """
+    ivf = faiss.extract_index_ivf(index)
     ivf_params = faiss.SearchParametersIVF(nprobe=nprobe)
+    if selector is not None:
+        ivf_params.sel = selector
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW):
+        hnsw_params = faiss.SearchParametersHNSW(efSearch=max(2 * nprobe, quantizer.hnsw.efSearch))
+        ivf_params.quantizer_params = hnsw_params
+        ivf_params.referenced_objects = [hnsw_params]  # keeps it alive as long as the parameters
     if isinstance(index, faiss.IndexPreTransform):
         return faiss.SearchParametersPreTransform(index_params=ivf_params)
     return ivf_params
@@ -116,15 +130,17 @@ class LoadedIndex:
         return normalize_rows(queries) if self.manifest_record.normalized else queries
 
     def search_labels(self, queries: np.ndarray, k: int, nprobe: int | None = None,
-                      batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:
-        """Like ``search`` but returns int64 labels (-1 = none) instead of note ids."""
+                      batch_size: int = DEFAULT_BATCH, selector: faiss.IDSelector | None = None
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``search`` but returns int64 labels (-1 = none) instead of note ids; ``selector``
+        (a FAISS IDSelector over the index's ids) leaves out the ids it rejects."""
         if not isinstance(k, (int, np.integer)) or k <= 0:
             raise InputError(f"k must be a positive integer, got {k!r}")
         nprobe = self.manifest_record.default_nprobe if nprobe is None else nprobe
         if not isinstance(nprobe, (int, np.integer)) or nprobe <= 0:
             raise InputError(f"nprobe must be a positive integer, got {nprobe!r}")
         queries = self.prepare_queries(queries)
-        params = search_parameters(self.index, int(min(nprobe, self.nlist)))
+        params = search_parameters(self.index, int(min(nprobe, self.nlist)), selector)
         rerank = self.manifest_record.rerank and self.contents.vectors is not None
         fetch = k * self.manifest_record.rerank_factor if rerank else k
         scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)

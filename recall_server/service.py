@@ -15,10 +15,12 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from embedding import table as table_module
+from index.ids import UNKNOWN_TIME
 from recall_server.stubs import recall_pb2, recall_pb2_grpc
 from recall_server.config import ServerConfig
 from recall_server.holder import IndexHolder
 from recall_server.logs import log_event
+from recall_server.filters import FreshnessBitmaps, build_selector
 from recall_server.merge import merge, recency_weights
 from recall_server.metrics import RecallMetrics
 
@@ -81,10 +83,12 @@ class RecallPlan:
     """A validated request: the queries to run and what to drop from the results."""
 
     queries: list[str]  # distinct history ids, most recent first, cut to max_history
-    excluded: set[str]
+    excluded: set[str]  # every history note (unless kept) and the request's `exclude`
     k: int
     per_query_k: int
     truncated: bool
+    nprobe: int | None = None  # None = the server's --nprobe, else the index's default
+    published_after_ms: int | None = None
 
 
 def plan_request(request: recall_pb2.RecallRequest, config: ServerConfig) -> RecallPlan:
@@ -105,13 +109,32 @@ def plan_request(request: recall_pb2.RecallRequest, config: ServerConfig) -> Rec
     for position, note_id in enumerate(history):
         if not note_id.strip():
             raise RecallAbort(invalid, f"history[{position}] is an empty note id")
+    if request.nprobe < 0:
+        raise RecallAbort(invalid, f"nprobe must be 0 (server default) or positive, got {request.nprobe}")
+    if request.nprobe > config.max_nprobe:
+        raise RecallAbort(invalid, f"nprobe={request.nprobe} is above the server's limit max_nprobe={config.max_nprobe}")
+    if len(request.exclude) > config.max_exclude:
+        raise RecallAbort(invalid, f"exclude lists {len(request.exclude)} note ids, above the server's limit "
+                                   f"max_exclude={config.max_exclude}")
+    for position, note_id in enumerate(request.exclude):
+        if not note_id.strip():
+            raise RecallAbort(invalid, f"exclude[{position}] is an empty note id")
+    published_after_ms = None
+    if request.HasField("published_after"):
+        stamp = request.published_after
+        if stamp.seconds < 0 or not 0 <= stamp.nanos < 1_000_000_000:
+            raise RecallAbort(invalid, f"published_after must be a time at or after 1970-01-01T00:00:00Z, "
+                                       f"got seconds={stamp.seconds} nanos={stamp.nanos}")
+        # Round up: "at or after" a time between two milliseconds starts at the next one.
+        published_after_ms = stamp.seconds * 1000 + -(-stamp.nanos // 1_000_000)
     distinct = list(dict.fromkeys(history))
     queries = distinct[:config.max_history]
     exclude = request.exclude_history if request.HasField("exclude_history") else True
-    excluded = set(distinct) if exclude else set()
-    per_query_k = request.per_query_k or config.default_per_query_k or request.k + len(excluded)
+    excluded = (set(distinct) if exclude else set()) | set(request.exclude)
+    per_query_k = request.per_query_k or config.default_per_query_k or request.k
     return RecallPlan(queries=queries, excluded=excluded, k=request.k,
-                      per_query_k=min(per_query_k, config.max_per_query_k), truncated=len(distinct) > len(queries))
+                      per_query_k=min(per_query_k, config.max_per_query_k), truncated=len(distinct) > len(queries),
+                      nprobe=request.nprobe or None, published_after_ms=published_after_ms)
 
 
 class RecallService(recall_pb2_grpc.RecallServiceServicer):
@@ -125,6 +148,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         # Lookups run here so a table that hangs costs the caller at most its deadline, not a stuck call.
         self._lookups = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lookup")
         self._local_table = str(getattr(table, "url", "")).startswith("parquet:")
+        self._fresh = FreshnessBitmaps()
 
     def close(self) -> None:
         self._lookups.shutdown(wait=False, cancel_futures=True)
@@ -173,16 +197,24 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
             return response
         ensure_active(context)
         index = served.index
-        scores, labels = self._search(index, lookup.vectors, plan.per_query_k)
+        excluded_labels = index.ids.lookup(list(plan.excluded)) if plan.excluded else np.empty(0, np.int64)
+        excluded_labels = excluded_labels[excluded_labels >= 0]
+        fresh = None
+        if plan.published_after_ms is not None:
+            published = index.ids.published_ms()
+            if not (published != UNKNOWN_TIME).any():
+                raise RecallAbort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"published_after: index version {served.version} holds no publication times "
+                                  "(build or update it with --notes)")
+            fresh, _accepted = self._fresh.get(served.version, published, plan.published_after_ms)
+        selector = build_selector(excluded_labels, fresh)
+        nprobe = plan.nprobe or self.config.nprobe
+        scores, labels = self._search(index, lookup.vectors, plan.per_query_k, nprobe, selector.selector)
         ensure_active(context)
         position = {note_id: i for i, note_id in enumerate(plan.queries)}
         weights = recency_weights([position[note_id] for note_id in lookup.found_ids], self.config.recency_half_life)
-        merged = merge(labels, scores, labels >= 0, self.config.merge, plan.k + len(plan.excluded), weights)
-        keep = np.ones(len(merged), dtype=bool)
-        if plan.excluded:
-            excluded_labels = [label for label in map(index.ids.id_of, plan.excluded) if label is not None]
-            keep = ~np.isin(merged.keys, np.asarray(excluded_labels, dtype=np.int64))
-        kept = np.flatnonzero(keep)[:plan.k]
+        merged = merge(labels, scores, labels >= 0, self.config.merge, plan.k, weights)
+        kept = np.arange(min(len(merged), plan.k))
         note_ids = index.ids.note_ids_of(merged.keys[kept]).tolist()
         found_ids = lookup.found_ids
         add = response.notes.add
@@ -190,12 +222,13 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
             add(note_id=note_id, score=score, source_note_id=found_ids[source])
         return response
 
-    def _search(self, index, vectors: np.ndarray, per_query_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """One batched search with per-call nprobe (never set on the shared index, which races)."""
+    def _search(self, index, vectors: np.ndarray, per_query_k: int, nprobe: int | None,
+                selector) -> tuple[np.ndarray, np.ndarray]:
+        """One batched search with per-call nprobe and filters (never set on the shared index, which races)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.config.search_mode == "batched":
-            return index.search_labels(vectors, per_query_k, nprobe=self.config.nprobe)
-        parts = [index.search_labels(vectors[row:row + 1], per_query_k, nprobe=self.config.nprobe)
+            return index.search_labels(vectors, per_query_k, nprobe=nprobe, selector=selector)
+        parts = [index.search_labels(vectors[row:row + 1], per_query_k, nprobe=nprobe, selector=selector)
                  for row in range(len(vectors))]
         return np.vstack([scores for scores, _ in parts]), np.vstack([labels for _, labels in parts])
 

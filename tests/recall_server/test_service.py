@@ -170,7 +170,7 @@ def test_default_per_query_k_makes_max_merging_exact():
     config = ServerConfig(index_dir=".", table_url="parquet:x")
     request = recall_pb2.RecallRequest(history=["a", "b", "a"], k=10)
     plan = plan_request(request, config)
-    assert plan.queries == ["a", "b"] and plan.excluded == {"a", "b"} and plan.per_query_k == 12
+    assert plan.queries == ["a", "b"] and plan.excluded == {"a", "b"} and plan.per_query_k == 10
     request.exclude_history = False
     assert plan_request(request, config).per_query_k == 10
 
