@@ -61,6 +61,9 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="seconds between checks of CURRENT (default: %(default)s)")
     p.add_argument("--reload-retry", type=float, default=defaults.reload_retry_seconds,
                    help="seconds before a version that failed to load is tried again (default: %(default)s)")
+    p.add_argument("--freshness-interval", type=float, default=defaults.freshness_interval_seconds,
+                   help="seconds between recomputations of the freshness gauges (notes in the table but not "
+                        "in the index; newest embedded_at); default: %(default)s")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0 = any)")
     p.add_argument("--workers", type=int, default=defaults.workers, help="request threads (default: %(default)s)")
     p.add_argument("--search-threads", type=int, default=defaults.search_threads,
@@ -81,6 +84,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         nprobe=args.nprobe, max_nprobe=args.max_nprobe, max_exclude=args.max_exclude, search_mode=args.search_mode, max_message_bytes=args.max_message_bytes, tls_cert=args.tls_cert,
         tls_key=args.tls_key, auth_tokens=read_tokens(args.auth_tokens_file) if args.auth_tokens_file else (),
         table_timeout_seconds=args.table_timeout, reload_interval_seconds=args.reload_interval, reload_retry_seconds=args.reload_retry,
+        freshness_interval_seconds=args.freshness_interval,
         metrics_port=args.metrics_port, workers=args.workers, search_threads=args.search_threads,
         grace_seconds=args.grace, access_log=args.access_log,
     ).validate()

@@ -42,6 +42,7 @@ class ServerConfig:
     table_timeout_seconds: float = 2.0
     reload_interval_seconds: float = 2.0
     reload_retry_seconds: float = 30.0  # a version that failed to load is retried after this long
+    freshness_interval_seconds: float = 60.0  # how often the table-side freshness gauges are recomputed
     metrics_port: int | None = None
     workers: int = 8
     search_threads: int = 1  # FAISS threads per search; requests already run in parallel
@@ -79,6 +80,8 @@ class ServerConfig:
             raise InputError(f"--table-timeout must be positive, got {self.table_timeout_seconds}")
         if self.reload_interval_seconds <= 0:
             raise InputError(f"--reload-interval must be positive, got {self.reload_interval_seconds}")
+        if self.freshness_interval_seconds <= 0:
+            raise InputError(f"--freshness-interval must be positive, got {self.freshness_interval_seconds}")
         if self.grace_seconds < 0:
             raise InputError(f"--grace must not be negative, got {self.grace_seconds}")
         if (self.tls_cert is None) != (self.tls_key is None):

@@ -21,6 +21,7 @@ from grpc_reflection.v1alpha import reflection
 from recall_server.stubs import recall_pb2
 from recall_server.auth import BearerTokenInterceptor
 from recall_server.config import ServerConfig
+from recall_server.grpc_metrics import GrpcServerMetrics
 from recall_server.holder import IndexHolder, ServedIndex
 from recall_server.logs import log_event
 from recall_server.metrics import RecallMetrics
@@ -55,11 +56,12 @@ class RecallServer:
             store = IndexStore(config.index_dir)
         self.table = table
         self.holder = IndexHolder(store, table, self.metrics, poll_seconds=config.reload_interval_seconds,
-                                  retry_seconds=config.reload_retry_seconds)
+                                  retry_seconds=config.reload_retry_seconds,
+                                  freshness_seconds=config.freshness_interval_seconds)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         for name in HEALTH_SERVICES:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        interceptors = []
+        interceptors: list[grpc.ServerInterceptor] = [GrpcServerMetrics(self.metrics.registry)]
         if config.auth_tokens:
             interceptors.append(BearerTokenInterceptor(
                 config.auth_tokens, on_reject=lambda method: self.metrics.unauthenticated.labels(method=method).inc()))
