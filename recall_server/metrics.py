@@ -35,6 +35,9 @@ class RecallMetrics:
         self.malformed_requests = Counter("i2i_recall_malformed_requests",
                                           "Calls whose bytes are not a valid RecallRequest (answered INVALID_ARGUMENT)",
                                           registry=r)
+        self.cpu = Counter("i2i_recall_cpu_seconds", "CPU seconds of the request threads by stage (lookup, "
+                           "quantizer, scan, rerank, merge, response); the rest of the process's CPU is gRPC "
+                           "and protobuf", ["stage"], registry=r)
         self.unauthenticated = Counter("i2i_recall_unauthenticated", "Calls refused for a missing or bad token",
                                        ["method"], registry=r)
 
@@ -52,6 +55,8 @@ class RecallMetrics:
                                  registry=r)
         self.freshness_checked = Gauge("i2i_recall_freshness_checked_timestamp_seconds",
                                        "When the table-side freshness gauges were last computed", registry=r)
+        for gauge in (self.index_created, self.newest_embedded, self.not_indexed):
+            gauge.set(float("nan"))  # unknown until the first check, never a misleading 0
 
     def _age(self) -> float:
         import time
@@ -72,6 +77,10 @@ class RecallMetrics:
         self.index_info.labels(index_version=index_version, model_version=model_version).set(1)
         self.index_loaded.set(1)
         self.index_ntotal.set(ntotal)
+
+    def stage_cpu(self, seconds: dict[str, float]) -> None:
+        for stage, value in seconds.items():
+            self.cpu.labels(stage=stage).inc(value)
 
     def finished(self, code: str, seconds: float) -> None:
         self.requests.labels(code=code).inc()

@@ -188,7 +188,10 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         if plan.truncated:
             self.metrics.history_truncated.inc()
         ensure_active(context)
+        cpu = {}
+        started = time.thread_time()
         lookup = self._lookup(plan.queries, served.model_version, context.time_remaining())
+        cpu["lookup"] = time.thread_time() - started
         response = recall_pb2.RecallResponse(index_version=served.version, model_version=served.model_version,
                                              missing_history=lookup.missing_ids)
         if lookup.missing_ids:
@@ -209,26 +212,32 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
             fresh, _accepted = self._fresh.get(served.version, published, plan.published_after_ms)
         selector = build_selector(excluded_labels, fresh)
         nprobe = plan.nprobe or self.config.nprobe
-        scores, labels = self._search(index, lookup.vectors, plan.per_query_k, nprobe, selector.selector)
+        scores, labels = self._search(index, lookup.vectors, plan.per_query_k, nprobe, selector.selector, cpu)
         ensure_active(context)
+        started = time.thread_time()
         position = {note_id: i for i, note_id in enumerate(plan.queries)}
         weights = recency_weights([position[note_id] for note_id in lookup.found_ids], self.config.recency_half_life)
         merged = merge(labels, scores, labels >= 0, self.config.merge, plan.k, weights)
-        kept = np.arange(min(len(merged), plan.k))
+        merged_at = time.thread_time()
+        cpu["merge"] = merged_at - started
+        kept = slice(0, min(len(merged), plan.k))
         note_ids = index.ids.note_ids_of(merged.keys[kept]).tolist()
         found_ids = lookup.found_ids
         add = response.notes.add
         for note_id, score, source in zip(note_ids, merged.scores[kept].tolist(), merged.sources[kept].tolist()):
             add(note_id=note_id, score=score, source_note_id=found_ids[source])
+        cpu["response"] = time.thread_time() - merged_at
+        self.metrics.stage_cpu(cpu)
         return response
 
     def _search(self, index, vectors: np.ndarray, per_query_k: int, nprobe: int | None,
-                selector) -> tuple[np.ndarray, np.ndarray]:
+                selector, cpu: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
         """One batched search with per-call nprobe and filters (never set on the shared index, which races)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.config.search_mode == "batched":
-            return index.search_labels(vectors, per_query_k, nprobe=nprobe, selector=selector)
-        parts = [index.search_labels(vectors[row:row + 1], per_query_k, nprobe=nprobe, selector=selector)
+            return index.search_labels(vectors, per_query_k, nprobe=nprobe, selector=selector, timings=cpu)
+        parts = [index.search_labels(vectors[row:row + 1], per_query_k, nprobe=nprobe, selector=selector,
+                                     timings=cpu)
                  for row in range(len(vectors))]
         return np.vstack([scores for scores, _ in parts]), np.vstack([labels for _, labels in parts])
 
