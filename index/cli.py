@@ -67,8 +67,11 @@ def parser() -> argparse.ArgumentParser:
                        help="ip: inner product on L2-normalised vectors (default); l2: squared L2")
     build.add_argument("--rerank", choices=["auto", "on", "off"], default="auto",
                        help="exact re-ranking from stored vectors (auto: on for PQ encodings)")
-    build.add_argument("--nprobe", type=_positive, default=BuildConfig.default_nprobe,
-                       help=f"default nprobe recorded for searches (default {BuildConfig.default_nprobe})")
+    build.add_argument("--nprobe", type=_positive, default=None,
+                       help="default nprobe recorded for searches (default: the smallest nprobe whose recall@100 "
+                            "on 200 sampled notes reaches --target-recall)")
+    build.add_argument("--target-recall", type=float, default=BuildConfig.target_recall,
+                       help=f"recall@100 the default nprobe must reach (default {BuildConfig.target_recall})")
     build.add_argument("--seed", type=int, default=1234, help="seed of the training sample")
     deletes(build)
     notes(build)
@@ -129,7 +132,8 @@ def main(argv: list[str]) -> int:
     if args.command == "build":
         config = BuildConfig(factory=args.factory, nlist=args.nlist, train_sample=args.train_sample,
                              metric=args.metric, rerank={"auto": None, "on": True, "off": False}[args.rerank],
-                             default_nprobe=args.nprobe, seed=args.seed, use_gpu=_gpu_flag(args))
+                             default_nprobe=args.nprobe, target_recall=args.target_recall, seed=args.seed,
+                             use_gpu=_gpu_flag(args))
         summary = jobs.build_job(args.index_dir, args.table, config, args.model_version, args.deletes, args.keep,
                                  args.notes)
     elif args.command == "update":

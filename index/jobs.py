@@ -36,6 +36,8 @@ class JobSummary:
     timings: dict[str, float] = field(default_factory=dict)
     skipped: int = 0
     gc: GcReport | None = None
+    default_nprobe: int | None = None
+    calibration: str | None = None  # how the default nprobe was chosen
 
     def lines(self) -> list[str]:
         out = [f"{self.operation}: published {self.version} (parent {self.parent or '-'}) at {self.path}",
@@ -44,6 +46,8 @@ class JobSummary:
         if self.plan is not None:
             out.append(f"  added {len(self.plan.adds)}  replaced {len(self.plan.replaces)}  removed "
                        f"{len(self.plan.removes)}  unchanged {self.plan.unchanged}  tombstones {len(self.plan.tombstones)}")
+        if self.default_nprobe is not None:
+            out.append(f"  default nprobe {self.default_nprobe}" + (f" ({self.calibration})" if self.calibration else ""))
         if self.skipped:
             out.append(f"  skipped {self.skipped} unusable embeddings (see {self.path / 'dead_letter.parquet'})")
         out.append("  " + "  ".join(f"{k} {v:.2f}" for k, v in self.timings.items()))
@@ -56,6 +60,14 @@ class JobSummary:
         return out
 
 
+def calibration_note(result: BuildResult) -> str | None:
+    c = result.calibration
+    if c is None:
+        return "given"
+    tried = ", ".join(f"{nprobe}: {recall:.3f}" for nprobe, recall in c.recall_by_nprobe.items())
+    return f"recall@{c.k} {c.recall:.3f} >= target {c.target:.2f} on {c.queries} sampled notes; tried {tried}"
+
+
 def _publish_built(store: IndexStore, result: BuildResult, embeddings: Embeddings, operation: str,
                    config: BuildConfig, keep: int, timings: dict[str, float]) -> JobSummary:
     parent = store.current_version()
@@ -65,7 +77,7 @@ def _publish_built(store: IndexStore, result: BuildResult, embeddings: Embedding
         dim=embeddings.dim, metric=config.metric, factory=result.factory, ntotal=int(index.ntotal),
         nlist=result.nlist, next_id=result.contents.ids.next_id, normalized=result.normalized,
         rerank=result.rerank, rerank_factor=config.rerank_factor,
-        default_nprobe=min(config.default_nprobe, result.nlist), train_size=result.train_size,
+        default_nprobe=result.default_nprobe, train_size=result.train_size,
         trained_ntotal=int(index.ntotal), trained_imbalance=result.imbalance, imbalance=result.imbalance,
         tombstones=len(result.contents.tombstones), skipped=len(embeddings.dead_letter), operation=operation)
     started = time.perf_counter()
@@ -73,7 +85,8 @@ def _publish_built(store: IndexStore, result: BuildResult, embeddings: Embedding
     timings = {**timings, **result.timings, "write_s": time.perf_counter() - started}
     return JobSummary(operation, manifest.version, parent, manifest.model_version, manifest.factory,
                       manifest.ntotal, manifest.nlist, manifest.imbalance, path, timings=timings,
-                      skipped=manifest.skipped, gc=store.gc(keep))
+                      skipped=manifest.skipped, gc=store.gc(keep), default_nprobe=manifest.default_nprobe,
+                      calibration=calibration_note(result))
 
 
 def build_from_embeddings(store: IndexStore, embeddings: Embeddings, config: BuildConfig,
@@ -158,7 +171,7 @@ def rebuild_config(current: Manifest, nlist: int | None, factory: str | None, tr
     encoding = factory or re.sub(r"IVF\d+", "IVF{nlist}", current.factory)
     return BuildConfig(factory=encoding, nlist=nlist, train_sample=train_sample, metric=current.metric,
                        rerank=current.rerank if factory is None else None, rerank_factor=current.rerank_factor,
-                       default_nprobe=current.default_nprobe if nlist is None else BuildConfig.default_nprobe,
+                       default_nprobe=current.default_nprobe if nlist is None and factory is None else None,
                        use_gpu=use_gpu)
 
 

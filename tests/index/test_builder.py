@@ -88,3 +88,33 @@ def test_too_few_vectors_for_the_lists_is_an_input_error(corpus):
     embeddings = from_arrays(corpus.note_ids[:20], corpus.vectors[:20], "m")
     with pytest.raises(InputError, match="cannot train 64 lists on 20 vectors"):
         build(embeddings, BuildConfig(nlist=64))
+
+
+@pytest.mark.parametrize("target", [0.8, 0.99])
+def test_default_nprobe_is_the_smallest_that_reaches_the_target_recall(target):
+    """Checked against an independent brute-force recall at the chosen nprobe and the one below it."""
+    from index.calibrate import CANDIDATES
+    from index.search import search_parameters
+
+    from .conftest import clustered
+
+    rng = np.random.default_rng(5)
+    vectors = clustered(rng, 6000, clusters=60, spread=0.6)
+    embeddings = from_arrays([f"n{i}" for i in range(len(vectors))], vectors, "m")
+    result = build(embeddings, BuildConfig(nlist=64, default_nprobe=None, target_recall=target))
+    chosen = result.default_nprobe
+    assert result.calibration is not None and result.calibration.recall >= target
+
+    sample = np.random.default_rng(99).choice(len(vectors), 300, replace=False)
+    truth = np.argsort(-(vectors[sample] @ vectors.T), axis=1)[:, :100]  # ids are the rows here
+
+    def recall(nprobe: int) -> float:
+        _, found = result.contents.index.search(vectors[sample], 100,
+                                                params=search_parameters(result.contents.index, nprobe))
+        return float(np.mean([len(set(f) & set(t)) for f, t in zip(found.tolist(), truth.tolist())])) / 100
+
+    assert recall(chosen) >= target - 0.02  # another sample of queries: within sampling error
+    lower = [c for c in CANDIDATES if c < chosen]
+    if lower:
+        assert recall(lower[-1]) < target + 0.02
+    assert chosen < 64 if target == 0.8 else True
