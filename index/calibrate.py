@@ -56,7 +56,7 @@ def exact_top_k(queries: np.ndarray, vectors: np.ndarray, k: int, metric: str) -
 
 
 def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, labels: np.ndarray, metric: str, target: float,
-                     rerank_vectors: np.ndarray | None = None, rerank_factor: int = 8, k: int = 100,
+                     rerank_vectors: np.ndarray | None = None, rerank_factor: int = 8, k: int = 10,
                      queries: int = 200, seed: int = 1234) -> Calibration:
     """The smallest nprobe with mean recall@k >= target over ``queries`` sampled indexed vectors.
 

@@ -106,12 +106,12 @@ def test_default_nprobe_is_the_smallest_that_reaches_the_target_recall(target):
     assert result.calibration is not None and result.calibration.recall >= target
 
     sample = np.random.default_rng(99).choice(len(vectors), 300, replace=False)
-    truth = np.argsort(-(vectors[sample] @ vectors.T), axis=1)[:, :100]  # ids are the rows here
+    truth = np.argsort(-(vectors[sample] @ vectors.T), axis=1)[:, :10]  # ids are the rows here
 
     def recall(nprobe: int) -> float:
-        _, found = result.contents.index.search(vectors[sample], 100,
+        _, found = result.contents.index.search(vectors[sample], 10,
                                                 params=search_parameters(result.contents.index, nprobe))
-        return float(np.mean([len(set(f) & set(t)) for f, t in zip(found.tolist(), truth.tolist())])) / 100
+        return float(np.mean([len(set(f) & set(t)) for f, t in zip(found.tolist(), truth.tolist())])) / 10
 
     assert recall(chosen) >= target - 0.02  # another sample of queries: within sampling error
     lower = [c for c in CANDIDATES if c < chosen]
