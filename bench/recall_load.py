@@ -103,7 +103,7 @@ def prepare(cfg: BenchConfig) -> tuple[Path, str]:
 
     factory = cfg.factory or "default"
     work = cfg.cache_dir / (f"notes{cfg.notes}-dim{cfg.dim}-clusters{cfg.clusters}-seed{cfg.seed}-"
-                            f"{re.sub(r'[^A-Za-z0-9]+', '_', factory)}-nlist{cfg.nlist}")
+                            f"{re.sub(r'[^A-Za-z0-9]+', '_', factory)}-nlist{cfg.nlist}-cal2")
     index_dir, table_dir, ready = work / "index", work / "table", work / "READY"
     table_url = f"parquet:{table_dir}"
     if ready.exists():
@@ -351,7 +351,8 @@ def parse(argv: list[str]) -> BenchConfig:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name in ("notes", "dim", "clusters", "nlist", "nprobe", "history", "k", "concurrency", "client_processes",
                  "histories", "seed", "recall_histories"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+        p.add_argument(f"--{name.replace('_', '-')}", type=int,
+                       default=0 if name == "clusters" else getattr(d, name))
     p.add_argument("--data", choices=["tight", "loose"], default=d.data,
                    help="tight: 2,000 clusters; loose: one cluster per 50 notes (default: %(default)s)")
     p.add_argument("--baseline-ref", default=d.baseline_ref, help="commit whose server is the baseline")

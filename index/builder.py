@@ -35,12 +35,12 @@ class BuildConfig:
     metric: str = "ip"  # inner product on L2-normalised vectors, or "l2"
     rerank: bool | None = None  # None: on for PQ encodings (their recall needs it)
     rerank_factor: int = 8  # candidates fetched per result kept, when re-ranking
-    # None: the smallest nprobe whose recall@calibration_k on sampled notes reaches target_recall
-    # (index/calibrate.py). k = 10: the depth a merge takes from each history note (k 200 over 50
-    # history notes takes about 4 from each), so the merged list's recall is at least this.
+    # None: the smallest nprobe whose merged recall@calibration_k over random histories of
+    # calibration_history notes reaches target_recall (index/calibrate.py).
     default_nprobe: int | None = None
     target_recall: float = 0.95
-    calibration_k: int = 10
+    calibration_k: int = 200
+    calibration_history: int = 50
     seed: int = 1234
     use_gpu: bool | None = None  # None: when a GPU is present
     add_batch: int = 65536
@@ -166,7 +166,8 @@ def build(embeddings: Embeddings, config: BuildConfig) -> BuildResult:
         started = time.perf_counter()
         calibration = calibrate_nprobe(index, vectors, labels, config.metric, config.target_recall,
                                        rerank_vectors=vectors if rerank else None,
-                                       rerank_factor=config.rerank_factor, k=config.calibration_k, seed=config.seed)
+                                       rerank_factor=config.rerank_factor, k=config.calibration_k,
+                                       history=config.calibration_history, seed=config.seed)
         timings["calibrate_s"] = time.perf_counter() - started
         default_nprobe = calibration.nprobe
     else:

@@ -68,13 +68,16 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--rerank", choices=["auto", "on", "off"], default="auto",
                        help="exact re-ranking from stored vectors (auto: on for PQ encodings)")
     build.add_argument("--nprobe", type=_positive, default=None,
-                       help="default nprobe recorded for searches (default: the smallest nprobe whose "
-                            "recall@--calibration-k on 200 sampled notes reaches --target-recall)")
+                       help="default nprobe recorded for searches (default: the smallest nprobe whose merged "
+                            "recall@--calibration-k over 20 random histories of --calibration-history notes "
+                            "reaches --target-recall)")
     build.add_argument("--target-recall", type=float, default=BuildConfig.target_recall,
                        help=f"recall the default nprobe must reach (default {BuildConfig.target_recall})")
     build.add_argument("--calibration-k", type=_positive, default=BuildConfig.calibration_k,
-                       help=f"neighbours per sampled note the recall is measured at (default "
-                            f"{BuildConfig.calibration_k}: about what a merge of many history notes takes from each)")
+                       help=f"results per request the recall is measured at (default {BuildConfig.calibration_k})")
+    build.add_argument("--calibration-history", type=_positive, default=BuildConfig.calibration_history,
+                       help=f"history notes per calibration request (default {BuildConfig.calibration_history}; "
+                            "1 = recall of single notes)")
     build.add_argument("--seed", type=int, default=1234, help="seed of the training sample")
     deletes(build)
     notes(build)
@@ -136,7 +139,8 @@ def main(argv: list[str]) -> int:
         config = BuildConfig(factory=args.factory, nlist=args.nlist, train_sample=args.train_sample,
                              metric=args.metric, rerank={"auto": None, "on": True, "off": False}[args.rerank],
                              default_nprobe=args.nprobe, target_recall=args.target_recall,
-                             calibration_k=args.calibration_k, seed=args.seed,
+                             calibration_k=args.calibration_k, calibration_history=args.calibration_history,
+                             seed=args.seed,
                              use_gpu=_gpu_flag(args))
         summary = jobs.build_job(args.index_dir, args.table, config, args.model_version, args.deletes, args.keep,
                                  args.notes)

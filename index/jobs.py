@@ -65,7 +65,9 @@ def calibration_note(result: BuildResult) -> str | None:
     if c is None:
         return "given"
     tried = ", ".join(f"{nprobe}: {recall:.3f}" for nprobe, recall in c.recall_by_nprobe.items())
-    return f"recall@{c.k} {c.recall:.3f} >= target {c.target:.2f} on {c.queries} sampled notes; tried {tried}"
+    met = ">=" if c.recall >= c.target else "< (not reached)"
+    return (f"merged recall@{c.k} {c.recall:.3f} {met} target {c.target:.2f} over {c.queries} histories of "
+            f"{c.history} notes; tried {tried}")
 
 
 def _publish_built(store: IndexStore, result: BuildResult, embeddings: Embeddings, operation: str,
