@@ -35,8 +35,8 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="history notes used per request; longer histories keep the most recent (default: %(default)s)")
     p.add_argument("--max-k", type=int, default=defaults.max_k, help="largest k a request may ask for (default: %(default)s)")
     p.add_argument("--per-query-k", type=int, default=defaults.default_per_query_k,
-                   help="neighbours per history note when the request says 0; 0 = k + number of history notes, "
-                        "which makes max merging exact (default: %(default)s)")
+                   help="neighbours per history note when the request says 0; 0 = k, which makes max merging "
+                        "exact (exclusions are applied inside the search; default: %(default)s)")
     p.add_argument("--max-per-query-k", type=int, default=defaults.max_per_query_k, help="default: %(default)s")
     p.add_argument("--merge", choices=MERGE_STRATEGIES, default=defaults.merge,
                    help="how per-history lists are merged (default: %(default)s)")

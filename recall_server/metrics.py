@@ -35,6 +35,8 @@ class RecallMetrics:
         self.malformed_requests = Counter("i2i_recall_malformed_requests",
                                           "Calls whose bytes are not a valid RecallRequest (answered INVALID_ARGUMENT)",
                                           registry=r)
+        self.deeper_searches = Counter("i2i_recall_deeper_searches",
+                                       "History notes searched a second time at full depth (max merge)", registry=r)
         self.cpu = Counter("i2i_recall_cpu_seconds", "CPU seconds of the request threads by stage (lookup, "
                            "quantizer, scan, rerank, merge, response); the rest of the process's CPU is gRPC "
                            "and protobuf", ["stage"], registry=r)

@@ -181,3 +181,17 @@ def test_per_note_search_mode_returns_the_same_results(corpus, start_server):
     per_note = start_server(server_config(corpus, search_mode="per_note")).client().recall(history, k=30)
     assert [n.note_id for n in per_note.notes] == [n.note_id for n in batched.notes]
     assert [n.source_note_id for n in per_note.notes] == [n.source_note_id for n in batched.notes]
+
+
+def test_shallow_first_pass_with_deeper_rows_stays_exact(corpus, start_server):
+    """k much larger than 2k/history: the first pass is shallow and saturated rows are searched again."""
+    running = start_server(server_config(corpus))
+    client = running.client()
+    for history, k in ((["n090", "n091", "n092", "n093", "n094", "n095", "n096", "n097"], 150),
+                       (["n120", "n121", "n122"], 280), ([f"n{i:03d}" for i in range(200, 240)], 60),
+                       ([f"n{i:03d}" for i in range(250, 260)], 285)):
+        response = client.recall(history, k=k)
+        expected = brute_force(corpus, history, k)
+        assert [note.note_id for note in response.notes] == [note_id for note_id, _, _ in expected]
+        assert [note.source_note_id for note in response.notes] == [source for _, _, source in expected]
+    assert running.server.metrics.value("i2i_recall_deeper_searches_total") > 0  # the second pass ran
