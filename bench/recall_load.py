@@ -1,15 +1,19 @@
-"""Benchmark: the recall server under concurrent load, batched multi-ANN search against one search per note.
+"""Benchmark: the recall server under concurrent load, today's server against the one before, in one run.
 
 Builds (once, cached) a 1M-note 64-d embedding table (Parquet) of clustered random unit vectors
-and an IVF index over it with the index package's builder. Then, for each search mode, starts
-``i2i serve`` as its own process on loopback and drives it with closed-loop clients (grpc.aio,
-spread over a few processes) that each send Recall(history of 50 notes, k=200) back to back for
-a fixed time. Prints QPS, p50/p95/p99 latency and errors per mode, and the ratios of the
-per-note baseline to the batched server, both measured in this run.
+(``--data tight``: 2,000 clusters of 500; ``--data loose``: clusters of 50) and an index over it
+with ``i2i index build`` at its defaults. Then it starts, as processes on loopback, ``i2i serve``
+at its defaults (mode ``serve``) and the server of ``--baseline-ref`` (the code before the speed
+work, exported with ``git archive``) as the old benchmark ran it (``--nprobe 8``, mode
+``baseline``), and drives each with closed-loop clients (grpc.aio, spread over a few processes)
+that send Recall(history of 50 notes, k=200) back to back for a fixed time. Prints QPS,
+p50/p95/p99, errors, server CPU per request with its breakdown (lookup, quantizer, list scan,
+merge, response, and the rest: gRPC and protobuf), recall@k of the merged list against an exact
+search over all notes, and the ratios between the modes.
 
-    python bench/recall_load.py [--notes 1000000] [--dim 64] [--nlist 0 (auto)] [--nprobe 8]
-                                [--history 50] [--k 200] [--concurrency 8] [--client-processes 2]
-                                [--duration 10] [--warmup 2] [--cache-dir DIR] [--modes batched,per_note]
+    python bench/recall_load.py [--data tight|loose] [--notes 1000000] [--dim 64] [--history 50] [--k 200]
+                                [--concurrency 8] [--client-processes 2] [--duration 10] [--warmup 2]
+                                [--modes serve,baseline] [--baseline-ref REF] [--recall-histories 40]
 """
 from __future__ import annotations
 
@@ -31,15 +35,18 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_VERSION = "bench-m1"
 TARGET_P99_MS = 20.0
+TARGET_RECALL = 0.95
+BASELINE_REF = "4c6ca8d"  # the recall server before the speed work (one flat-quantizer search, full merge)
 
 
 @dataclass
 class BenchConfig:
     notes: int = 1_000_000
     dim: int = 64
-    clusters: int = 2000
+    data: str = "tight"  # tight: 2,000 clusters; loose: one cluster per 50 notes
+    clusters: int = 0  # 0 = by --data
     nlist: int = 0  # 0 = the index builder's own choice (about 4 sqrt(notes): 4096 for 1M)
-    nprobe: int = 8
+    nprobe: int = 8  # the baseline's (the old benchmark's) nprobe; `serve` uses the index's default
     history: int = 50
     k: int = 200
     concurrency: int = 8
@@ -50,7 +57,17 @@ class BenchConfig:
     rate: float = 0.0  # 0 = closed loop (each client sends again as soon as it has an answer); else total requests/s
     seed: int = 42
     cache_dir: Path = Path(tempfile.gettempdir()) / "i2i-bench-recall-load"
-    modes: tuple[str, ...] = ("batched", "per_note")
+    modes: tuple[str, ...] = ("serve", "baseline")
+    baseline_ref: str = BASELINE_REF
+    recall_histories: int = 40
+    factory: str = ""  # "" = i2i index build's default
+    serve_args: str = ""  # extra `i2i serve` options for mode serve (default: none, the defaults)
+
+    def __post_init__(self) -> None:
+        if self.data not in ("tight", "loose"):
+            raise SystemExit(f"--data must be tight or loose, got {self.data!r}")
+        if not self.clusters:
+            self.clusters = 2000 if self.data == "tight" else max(1, self.notes // 50)
 
 
 # --------------------------------------------------------------------------- data and index
@@ -66,15 +83,27 @@ def clustered_vectors(cfg: BenchConfig, start: int, stop: int, centers: np.ndarr
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def prepare(cfg: BenchConfig) -> tuple[Path, str]:
-    """Returns (index_dir, table_url), building them under the cache directory on first use."""
-    from embedding.table import open_table
-    from index.builder import BuildConfig
-    from index.jobs import build_from_embeddings
-    from index.source import Embeddings
-    from index.store import IndexStore
+def corpus_vectors(cfg: BenchConfig) -> np.ndarray:
+    """The whole corpus (deterministic: the same rows every call)."""
+    centers = np.random.default_rng(cfg.seed).standard_normal((cfg.clusters, cfg.dim)).astype(np.float32)
+    vectors = np.empty((cfg.notes, cfg.dim), dtype=np.float32)
+    for start in range(0, cfg.notes, 250_000):
+        stop = min(cfg.notes, start + 250_000)
+        vectors[start:stop] = clustered_vectors(cfg, start, stop, centers)
+    return vectors
 
-    work = cfg.cache_dir / f"notes{cfg.notes}-dim{cfg.dim}-clusters{cfg.clusters}-nlist{cfg.nlist}-seed{cfg.seed}"
+
+def prepare(cfg: BenchConfig) -> tuple[Path, str]:
+    """Returns (index_dir, table_url), building them under the cache directory on first use.
+
+    The index is built by ``i2i index build`` with its defaults (plus ``--factory`` when given),
+    exactly as a new user would build it.
+    """
+    from embedding.table import open_table
+
+    factory = cfg.factory or "default"
+    work = cfg.cache_dir / (f"notes{cfg.notes}-dim{cfg.dim}-clusters{cfg.clusters}-seed{cfg.seed}-"
+                            f"{re.sub(r'[^A-Za-z0-9]+', '_', factory)}-nlist{cfg.nlist}-cal2")
     index_dir, table_dir, ready = work / "index", work / "table", work / "READY"
     table_url = f"parquet:{table_dir}"
     if ready.exists():
@@ -85,24 +114,25 @@ def prepare(cfg: BenchConfig) -> tuple[Path, str]:
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     started = time.perf_counter()
-    centers = np.random.default_rng(cfg.seed).standard_normal((cfg.clusters, cfg.dim)).astype(np.float32)
     ids = [note_id(i) for i in range(cfg.notes)]
-    vectors = np.empty((cfg.notes, cfg.dim), dtype=np.float32)
-    block = 250_000
+    vectors = corpus_vectors(cfg)
     with open_table(table_url) as table:
-        for start in range(0, cfg.notes, block):
-            stop = min(cfg.notes, start + block)
-            vectors[start:stop] = clustered_vectors(cfg, start, stop, centers)
+        for start in range(0, cfg.notes, 250_000):
+            stop = min(cfg.notes, start + 250_000)
             table.put_many(ids[start:stop], vectors[start:stop], MODEL_VERSION)
-            print(f"  table: {stop:,}/{cfg.notes:,} embeddings written", flush=True)
-    print(f"table written in {time.perf_counter() - started:.1f} s")
+    print(f"table of {cfg.notes:,} embeddings written in {time.perf_counter() - started:.1f} s")
+    command = [str(Path(sys.executable).parent / "i2i"), "index", "build", "--index-dir", str(index_dir),
+               "--table", table_url]
+    if cfg.factory:
+        command += ["--factory", cfg.factory]
+    if cfg.nlist:
+        command += ["--nlist", str(cfg.nlist)]
     started = time.perf_counter()
-    store = IndexStore(index_dir)
-    with store.writer_lock():
-        summary = build_from_embeddings(store, Embeddings(ids, vectors, MODEL_VERSION),
-                                        BuildConfig(factory="Flat", nlist=cfg.nlist or None, default_nprobe=cfg.nprobe))
-    print(f"index {summary.version} ({summary.factory}, {summary.ntotal:,} notes) built in "
-          f"{time.perf_counter() - started:.1f} s")
+    build = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    if build.returncode != 0:
+        raise SystemExit(f"i2i index build failed ({build.returncode}): {build.stderr.strip()[-2000:]}")
+    print(f"i2i index build ({' '.join(command[3:])}) in {time.perf_counter() - started:.1f} s:")
+    print("\n".join(f"  {line}" for line in build.stdout.strip().splitlines()))
     ready.write_text("ok\n")
     return index_dir, table_url
 
@@ -114,19 +144,94 @@ def sample_histories(cfg: BenchConfig) -> list[list[str]]:
 
 
 # --------------------------------------------------------------------------- server
-def start_server(cfg: BenchConfig, index_dir: Path, table_url: str, mode: str) -> tuple[subprocess.Popen, str]:
-    i2i = str(Path(sys.executable).parent / "i2i")
-    process = subprocess.Popen(
-        [i2i, "serve", "--index-dir", str(index_dir), "--table", table_url, "--port", "0",
-         "--search-mode", mode, "--nprobe", str(cfg.nprobe), "--max-history", str(cfg.history),
-         "--workers", str(max(8, cfg.concurrency)), "--wait-for-index", "300", "--table-timeout", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+def baseline_tree(cfg: BenchConfig) -> Path:
+    """The code of ``--baseline-ref``, exported once (``git archive``) under the cache directory."""
+    commit = subprocess.run(["git", "rev-parse", "--verify", f"{cfg.baseline_ref}^{{commit}}"], cwd=ROOT,
+                            capture_output=True, text=True)
+    if commit.returncode != 0:
+        raise SystemExit(f"--baseline-ref {cfg.baseline_ref!r} is not a commit of this repository")
+    tree = cfg.cache_dir / f"baseline-{commit.stdout.strip()[:12]}"
+    if not (tree / "READY").exists():
+        import shutil
+
+        shutil.rmtree(tree, ignore_errors=True)
+        tree.mkdir(parents=True)
+        archive = subprocess.Popen(["git", "archive", commit.stdout.strip()], cwd=ROOT, stdout=subprocess.PIPE)
+        subprocess.run(["tar", "-x", "-C", str(tree)], stdin=archive.stdout, check=True)
+        archive.wait()
+        (tree / "READY").write_text("ok\n")
+    return tree
+
+
+def start_server(cfg: BenchConfig, index_dir: Path, table_url: str, mode: str
+                 ) -> tuple[subprocess.Popen, str, int | None]:
+    """(process, target, metrics port) of a server for ``mode``: ``serve`` (this tree, `i2i serve`
+    defaults), ``baseline`` (the old code as the old benchmark ran it) or ``per_note``."""
+    common = ["--index-dir", str(index_dir), "--table", table_url, "--port", "0", "--wait-for-index", "300"]
+    env = dict(os.environ)
+    cwd = ROOT
+    if mode == "serve":
+        args = [*common, "--metrics-port", "0", *cfg.serve_args.split()]
+    elif mode == "per_note":
+        args = [*common, "--metrics-port", "0", "--search-mode", "per_note"]
+    elif mode == "baseline":
+        cwd = baseline_tree(cfg)
+        env["PYTHONPATH"] = str(cwd)
+        args = [*common, "--nprobe", str(cfg.nprobe), "--max-history", str(cfg.history),
+                "--workers", str(max(8, cfg.concurrency)), "--table-timeout", "5"]
+    else:
+        raise SystemExit(f"unknown mode {mode!r}: expected serve, baseline or per_note")
+    process = subprocess.Popen([sys.executable, "-m", "i2i.cli", "serve", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.DEVNULL, text=True, cwd=cwd, env=env)
     line = process.stdout.readline()
     match = re.search(r"listening on (\S+:\d+)", line)
     if not match:
         process.kill()
-        raise SystemExit(f"i2i serve did not start: {line!r}")
-    return process, match.group(1)
+        raise SystemExit(f"i2i serve ({mode}) did not start: {line!r}")
+    metrics = re.search(r"metrics on :(\d+)", line)
+    return process, match.group(1), int(metrics.group(1)) if metrics else None
+
+
+def stage_cpu(metrics_port: int | None) -> dict[str, float]:
+    """The server's i2i_recall_cpu_seconds_total by stage (empty for a server without them)."""
+    if metrics_port is None:
+        return {}
+    import urllib.request
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).read().decode()
+    return {m.group(1): float(m.group(2))
+            for m in re.finditer(r'^i2i_recall_cpu_seconds_total\{stage="(\w+)"\} (\S+)$', text, re.M)}
+
+
+def measure_recall(cfg: BenchConfig, target: str, histories: list[list[str]], truth: list[list[int]]) -> float:
+    """Mean recall@k of the server's merged list against the exact merged list."""
+    import grpc
+
+    from recall_server.stubs import recall_pb2, recall_pb2_grpc
+
+    recalls = []
+    with grpc.insecure_channel(target) as channel:
+        stub = recall_pb2_grpc.RecallServiceStub(channel)
+        for history, expected in zip(histories, truth):
+            response = stub.Recall(recall_pb2.RecallRequest(history=history, k=cfg.k), timeout=30)
+            got = {int(n.note_id.split("-")[1]) for n in response.notes}
+            recalls.append(len(got & set(expected)) / len(expected))
+    return float(np.mean(recalls))
+
+
+def exact_merged(cfg: BenchConfig, histories: list[list[str]]) -> list[list[int]]:
+    """The exact answer: top k notes by max inner product over the history, history excluded."""
+    vectors = corpus_vectors(cfg)
+    truth = []
+    for history in histories:
+        rows = [int(n.split("-")[1]) for n in history]
+        best = np.full(cfg.notes, -np.inf, dtype=np.float32)
+        for start in range(0, cfg.notes, 262144):
+            block = vectors[start:start + 262144]
+            best[start:start + len(block)] = (vectors[rows] @ block.T).max(axis=0)
+        best[rows] = -np.inf
+        truth.append(np.argpartition(-best, cfg.k)[:cfg.k].tolist())
+    return truth
 
 
 def wait_serving(target: str, timeout: float = 300.0) -> None:
@@ -245,64 +350,95 @@ def parse(argv: list[str]) -> BenchConfig:
     d = BenchConfig()
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     for name in ("notes", "dim", "clusters", "nlist", "nprobe", "history", "k", "concurrency", "client_processes",
-                 "histories", "seed"):
-        p.add_argument(f"--{name.replace('_', '-')}", type=int, default=getattr(d, name))
+                 "histories", "seed", "recall_histories"):
+        p.add_argument(f"--{name.replace('_', '-')}", type=int,
+                       default=0 if name == "clusters" else getattr(d, name))
+    p.add_argument("--data", choices=["tight", "loose"], default=d.data,
+                   help="tight: 2,000 clusters; loose: one cluster per 50 notes (default: %(default)s)")
+    p.add_argument("--baseline-ref", default=d.baseline_ref, help="commit whose server is the baseline")
+    p.add_argument("--factory", default=d.factory, help="i2i index build --factory (default: its default)")
+    p.add_argument("--serve-args", default=d.serve_args, help="extra i2i serve options for mode serve")
     p.add_argument("--rate", type=float, default=d.rate,
                    help="offered load in requests/s over all clients (open loop); 0 = closed loop")
     p.add_argument("--duration", type=float, default=d.duration, help="measured seconds per mode")
     p.add_argument("--warmup", type=float, default=d.warmup, help="unmeasured seconds before each measurement")
     p.add_argument("--cache-dir", type=Path, default=d.cache_dir, help="where the table and index are kept")
-    p.add_argument("--modes", default=",".join(d.modes), help="search modes to run, batched first")
+    p.add_argument("--modes", default=",".join(d.modes), help="servers to run: serve, baseline, per_note")
     args = p.parse_args(argv)
     values = {name: getattr(args, name) for name in vars(args)}
     values["modes"] = tuple(mode for mode in args.modes.split(",") if mode)
     return BenchConfig(**values)
 
 
+STAGES = ("lookup", "quantizer", "scan", "rerank", "merge", "response")
+
+
+def run_mode(cfg: BenchConfig, mode: str, index_dir: Path, table_url: str, histories: list[list[str]],
+             recall_histories: list[list[str]], truth: list[list[int]]) -> dict:
+    started = time.perf_counter()
+    process, target, metrics_port = start_server(cfg, index_dir, table_url, mode)
+    try:
+        wait_serving(target)
+        print(f"[{mode}] server {target} ready in {time.perf_counter() - started:.1f} s; measuring recall, "
+              "then driving load", flush=True)
+        recall = measure_recall(cfg, target, recall_histories, truth) if truth else float("nan")
+        stages_before, cpu_before = stage_cpu(metrics_port), cpu_seconds(process.pid)
+        figures = drive(cfg, target, histories)
+        server_cpu = cpu_seconds(process.pid) - cpu_before
+        stages_after = stage_cpu(metrics_port)
+    finally:
+        closing = stop_server(process)
+    # The window covers warm-up too, so charge every request the server answered in it.
+    answered = max(figures["requests"] * (cfg.warmup + cfg.duration) / cfg.duration, 1)
+    figures["server_cpu_ms"] = 1000 * server_cpu / answered
+    figures["recall"] = recall
+    breakdown = {stage: 1000 * (stages_after.get(stage, 0.0) - stages_before.get(stage, 0.0)) / answered
+                 for stage in STAGES if stage in stages_after}
+    if breakdown:
+        breakdown["grpc+other"] = figures["server_cpu_ms"] - sum(breakdown.values())
+    figures["breakdown"] = breakdown
+    f = figures
+    print(f"[{mode}] {f['requests']} requests, {f['qps']:.1f} QPS, p50 {f['p50']:.2f} ms, p95 {f['p95']:.2f} ms, "
+          f"p99 {f['p99']:.2f} ms, errors {f['errors']} {f['by_code'] or ''}, server CPU {f['server_cpu_ms']:.2f} "
+          f"ms/request, recall@{cfg.k} {recall:.4f}")
+    if breakdown:
+        print(f"[{mode}] server CPU per request (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in breakdown.items()))
+    print(f"[{mode}] {closing}")
+    return figures
+
+
 def main(argv: list[str] | None = None) -> int:
     cfg = parse(sys.argv[1:] if argv is None else argv)
     loop = f"open loop at {cfg.rate:.0f} requests/s" if cfg.rate > 0 else "closed loop"
-    print(f"recall load: {cfg.notes:,} notes x {cfg.dim}-d, IVF nlist={cfg.nlist or 'auto'} nprobe={cfg.nprobe}, "
-          f"history {cfg.history}, k {cfg.k}, {cfg.concurrency} concurrent clients in {cfg.client_processes} "
-          f"processes ({loop}), {cfg.duration:.0f} s measured after {cfg.warmup:.0f} s warm-up, {os.cpu_count()} CPUs")
+    print(f"recall load: {cfg.notes:,} notes x {cfg.dim}-d, {cfg.data} data ({cfg.clusters:,} clusters), history "
+          f"{cfg.history}, k {cfg.k}, {cfg.concurrency} concurrent clients in {cfg.client_processes} processes "
+          f"({loop}), {cfg.duration:.0f} s measured after {cfg.warmup:.0f} s warm-up, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f} at start")
     index_dir, table_url = prepare(cfg)
     histories = sample_histories(cfg)
-    figures: dict[str, dict] = {}
-    for mode in cfg.modes:
-        started = time.perf_counter()
-        process, target = start_server(cfg, index_dir, table_url, mode)
-        try:
-            wait_serving(target)
-            print(f"[{mode}] server {target} ready in {time.perf_counter() - started:.1f} s; driving load", flush=True)
-            cpu_before = cpu_seconds(process.pid)
-            figures[mode] = drive(cfg, target, histories)
-            server_cpu = cpu_seconds(process.pid) - cpu_before
-            # The window covers warm-up too, so charge every request the server answered in it.
-            answered = figures[mode]["requests"] * (cfg.warmup + cfg.duration) / cfg.duration
-            figures[mode]["server_cpu_ms"] = 1000 * server_cpu / max(answered, 1)
-        finally:
-            closing = stop_server(process)
-        f = figures[mode]
-        print(f"[{mode}] {f['requests']} requests, {f['qps']:.1f} QPS, p50 {f['p50']:.2f} ms, p95 {f['p95']:.2f} ms, "
-              f"p99 {f['p99']:.2f} ms, errors {f['errors']} {f['by_code'] or ''}, "
-              f"server CPU {f['server_cpu_ms']:.2f} ms/request")
-        print(f"[{mode}] {closing}")
+    recall_histories = histories[:cfg.recall_histories]
+    started = time.perf_counter()
+    truth = exact_merged(cfg, recall_histories) if recall_histories else []
+    print(f"exact merged top {cfg.k} of {len(truth)} histories in {time.perf_counter() - started:.1f} s")
+    figures = {mode: run_mode(cfg, mode, index_dir, table_url, histories, recall_histories, truth)
+               for mode in cfg.modes}
     print()
     print(f"{'mode':<10} {'requests':>9} {'QPS':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} "
-          f"{'srv CPU ms/req':>15}")
+          f"{'srv CPU ms/req':>15} {'recall@' + str(cfg.k):>11}")
     for mode, f in figures.items():
         print(f"{mode:<10} {f['requests']:>9} {f['qps']:>8.1f} {f['p50']:>8.2f} {f['p95']:>8.2f} {f['p99']:>8.2f} "
-              f"{f['errors']:>7} {f['server_cpu_ms']:>15.2f}")
-    if "batched" in figures and "per_note" in figures:
-        b, n = figures["batched"], figures["per_note"]
-        print(f"ratio per_note/batched: p50 {n['p50'] / b['p50']:.2f}x, p99 {n['p99'] / b['p99']:.2f}x, "
-              f"server CPU {n['server_cpu_ms'] / b['server_cpu_ms']:.2f}x; QPS batched/per_note {b['qps'] / n['qps']:.2f}x")
-    if "batched" in figures:
-        b = figures["batched"]
-        verdict = "met" if b["p99"] <= TARGET_P99_MS and b["errors"] == 0 else "NOT met"
-        print(f"target p99 <= {TARGET_P99_MS:.0f} ms with zero errors at {cfg.concurrency} clients: {verdict} "
-              f"(p99 {b['p99']:.2f} ms, {b['errors']} errors)")
-    print(f"machine load average during the run: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
+              f"{f['errors']:>7} {f['server_cpu_ms']:>15.2f} {f['recall']:>11.4f}")
+    if "serve" in figures and "baseline" in figures:
+        b, n = figures["serve"], figures["baseline"]
+        print(f"serve against baseline ({cfg.baseline_ref}): QPS {b['qps'] / n['qps']:.2f}x, p99 "
+              f"{n['p99'] / b['p99']:.2f}x lower, server CPU {n['server_cpu_ms'] / b['server_cpu_ms']:.2f}x lower")
+    if "serve" in figures:
+        b = figures["serve"]
+        met = b["p99"] <= TARGET_P99_MS and b["errors"] == 0 and b["recall"] >= TARGET_RECALL
+        print(f"target p99 <= {TARGET_P99_MS:.0f} ms, zero errors, recall@{cfg.k} >= {TARGET_RECALL} at "
+              f"{cfg.concurrency} clients: {'met' if met else 'NOT met'} (p99 {b['p99']:.2f} ms, {b['errors']} "
+              f"errors, recall {b['recall']:.4f})")
+    print(f"machine load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs "
           "(latency figures include any other work sharing the CPUs)")
     return 0
 

@@ -301,6 +301,20 @@ class ParquetEmbeddingTable(EmbeddingTable):
     def count(self, model_version: str) -> int:
         return len(self._rows(model_version).ids)
 
+    def newest_embedded_at(self, model_version: str, not_after: float | None = None) -> float | None:
+        """Newest ``embedded_at`` (Unix seconds) of a model version's rows, optionally no later than
+        ``not_after``; None when there are none. Reads only that column."""
+        _, tables = self._read_parts(["embedded_at"], model_version)
+        newest = None
+        for table in tables:
+            column = pc.cast(table.column("embedded_at"), pa.int64())
+            if not_after is not None:
+                column = pc.filter(column, pc.less_equal(column, int(not_after * 1000)))
+            value = pc.max(column).as_py() if len(column) else None
+            if value is not None and (newest is None or value > newest):
+                newest = value
+        return None if newest is None else newest / 1000.0
+
     def has_ids(self, model_version: str) -> set[str]:
         """Ids embedded under a model version, reading only the id column."""
         _, tables = self._read_parts(["note_id"], model_version)

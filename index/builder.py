@@ -12,6 +12,7 @@ import numpy as np
 
 from i2i.errors import InputError
 from index import gpu
+from index.calibrate import Calibration, calibrate_nprobe
 from index.ids import IdMap, vector_fingerprints
 from index.search import normalize_rows
 from index.source import Embeddings
@@ -34,7 +35,12 @@ class BuildConfig:
     metric: str = "ip"  # inner product on L2-normalised vectors, or "l2"
     rerank: bool | None = None  # None: on for PQ encodings (their recall needs it)
     rerank_factor: int = 8  # candidates fetched per result kept, when re-ranking
-    default_nprobe: int = 32
+    # None: the smallest nprobe whose merged recall@calibration_k over random histories of
+    # calibration_history notes reaches target_recall (index/calibrate.py).
+    default_nprobe: int | None = None
+    target_recall: float = 0.95
+    calibration_k: int = 200
+    calibration_history: int = 50
     seed: int = 1234
     use_gpu: bool | None = None  # None: when a GPU is present
     add_batch: int = 65536
@@ -49,6 +55,8 @@ class BuildResult:
     imbalance: float
     rerank: bool
     normalized: bool
+    default_nprobe: int = 1
+    calibration: "Calibration | None" = None
     timings: dict[str, float] = field(default_factory=dict)
 
 
@@ -151,5 +159,19 @@ def build(embeddings: Embeddings, config: BuildConfig) -> BuildResult:
     contents = VersionContents(index=index, ids=ids, vectors=vectors if rerank else None,
                                dead_letter=list(embeddings.dead_letter))
     log.info("built %s over %d vectors (train %.1fs, add %.1fs)", factory, n, timings["train_s"], timings["add_s"])
+    calibration = None
+    if config.default_nprobe is None:
+        if not 0 < config.target_recall <= 1:
+            raise InputError(f"--target-recall must be in (0, 1], got {config.target_recall}")
+        started = time.perf_counter()
+        calibration = calibrate_nprobe(index, vectors, labels, config.metric, config.target_recall,
+                                       rerank_vectors=vectors if rerank else None,
+                                       rerank_factor=config.rerank_factor, k=config.calibration_k,
+                                       history=config.calibration_history, seed=config.seed)
+        timings["calibrate_s"] = time.perf_counter() - started
+        default_nprobe = calibration.nprobe
+    else:
+        default_nprobe = min(config.default_nprobe, nlist)
     return BuildResult(contents, factory, nlist, train_size, imbalance_of(index), rerank,
-                       normalized=config.metric == "ip", timings=timings)
+                       normalized=config.metric == "ip", default_nprobe=default_nprobe, calibration=calibration,
+                       timings=timings)

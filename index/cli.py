@@ -47,6 +47,10 @@ def parser() -> argparse.ArgumentParser:
         p.add_argument("--deletes", help="note ids to delete: a Parquet table with a note_id column, or a text "
                                          "file with one id per line; they stay deleted in later versions")
 
+    def notes(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--notes", help="notes table (note_id, published_at): records each note's publication "
+                                       "time in the version, for the recall server's published_after filter")
+
     def gpu(p: argparse.ArgumentParser) -> None:
         p.add_argument("--gpu", choices=["auto", "on", "off"], default="auto",
                        help="faiss-gpu for training and adding (auto: when a GPU is present)")
@@ -63,16 +67,27 @@ def parser() -> argparse.ArgumentParser:
                        help="ip: inner product on L2-normalised vectors (default); l2: squared L2")
     build.add_argument("--rerank", choices=["auto", "on", "off"], default="auto",
                        help="exact re-ranking from stored vectors (auto: on for PQ encodings)")
-    build.add_argument("--nprobe", type=_positive, default=BuildConfig.default_nprobe,
-                       help=f"default nprobe recorded for searches (default {BuildConfig.default_nprobe})")
+    build.add_argument("--nprobe", type=_positive, default=None,
+                       help="default nprobe recorded for searches (default: the smallest nprobe whose merged "
+                            "recall@--calibration-k over 20 random histories of --calibration-history notes "
+                            "reaches --target-recall)")
+    build.add_argument("--target-recall", type=float, default=BuildConfig.target_recall,
+                       help=f"recall the default nprobe must reach (default {BuildConfig.target_recall})")
+    build.add_argument("--calibration-k", type=_positive, default=BuildConfig.calibration_k,
+                       help=f"results per request the recall is measured at (default {BuildConfig.calibration_k})")
+    build.add_argument("--calibration-history", type=_positive, default=BuildConfig.calibration_history,
+                       help=f"history notes per calibration request (default {BuildConfig.calibration_history}; "
+                            "1 = recall of single notes)")
     build.add_argument("--seed", type=int, default=1234, help="seed of the training sample")
     deletes(build)
+    notes(build)
     gpu(build)
 
     update = sub.add_parser("update", help="add, replace and remove notes in a child of CURRENT, no retraining")
     common(update)
     update.add_argument("--model-version", help="must equal the current version's model version (the default)")
     deletes(update)
+    notes(update)
     update.add_argument("--max-imbalance", type=float, default=RebuildPolicy.max_imbalance,
                         help="advise a rebuild above this list-size imbalance (and 1.5x the trained one)")
     update.add_argument("--max-growth", type=float, default=RebuildPolicy.max_growth,
@@ -88,6 +103,7 @@ def parser() -> argparse.ArgumentParser:
                          help="index this model version's embeddings (default: CURRENT's); after a retrain, the "
                               "new model's version, keeping CURRENT's settings and tombstones")
     deletes(rebuild)
+    notes(rebuild)
     gpu(rebuild)
 
     info = sub.add_parser("info", help="versions, counts, imbalance, model version, factory")
@@ -125,15 +141,20 @@ def main(argv: list[str]) -> int:
     if args.command == "build":
         config = BuildConfig(factory=args.factory, nlist=args.nlist, train_sample=args.train_sample,
                              metric=args.metric, rerank={"auto": None, "on": True, "off": False}[args.rerank],
-                             default_nprobe=args.nprobe, seed=args.seed, use_gpu=_gpu_flag(args))
-        summary = jobs.build_job(args.index_dir, args.table, config, args.model_version, args.deletes, args.keep)
+                             default_nprobe=args.nprobe, target_recall=args.target_recall,
+                             calibration_k=args.calibration_k, calibration_history=args.calibration_history,
+                             seed=args.seed,
+                             use_gpu=_gpu_flag(args))
+        summary = jobs.build_job(args.index_dir, args.table, config, args.model_version, args.deletes, args.keep,
+                                 args.notes)
     elif args.command == "update":
         policy = RebuildPolicy(max_imbalance=args.max_imbalance, max_growth=args.max_growth)
         summary = jobs.update_job(args.index_dir, args.table, args.model_version, args.deletes, args.keep,
-                                  policy, _gpu_flag(args))
+                                  policy, _gpu_flag(args), args.notes)
     elif args.command == "rebuild":
         summary = jobs.rebuild_job(args.index_dir, args.table, args.nlist, args.factory, args.train_sample,
-                                   args.deletes, args.keep, _gpu_flag(args), model_version=args.model_version)
+                                   args.deletes, args.keep, _gpu_flag(args), args.notes,
+                                   model_version=args.model_version)
     elif args.command == "info":
         report = jobs.info(args.index_dir, verify=args.verify)
         print(json.dumps(report, indent=2)) if args.json else _print_info(report)

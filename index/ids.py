@@ -20,8 +20,11 @@ IDS_SCHEMA = pa.schema(
         pa.field("id", pa.int64(), nullable=False),
         pa.field("note_id", pa.string(), nullable=False),
         pa.field("fingerprint", pa.uint64(), nullable=False),
+        # When the note was published (ms since the epoch, UTC); null = not known. Optional on read.
+        pa.field("published_ms", pa.int64(), nullable=True),
     ]
 )
+UNKNOWN_TIME = np.iinfo(np.int64).min  # published_ms of a note whose publication time is not known
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_PRIME = np.uint64(0x100000001B3)
@@ -51,6 +54,7 @@ class IdMap:
     _note_ids: np.ndarray = field(default_factory=lambda: np.empty(0, dtype=object))
     _fingerprints: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     _by_note: dict[str, int] = field(default_factory=dict)
+    _published_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -75,6 +79,12 @@ class IdMap:
         mapping._fingerprints = np.zeros(next_id, dtype=np.uint64)
         mapping._fingerprints[ids] = fingerprints
         mapping._by_note = by_note
+        mapping._published_ms = np.full(next_id, UNKNOWN_TIME, dtype=np.int64)
+        if "published_ms" in table.column_names:
+            published = table.column("published_ms").to_numpy(zero_copy_only=False)
+            published = np.where(np.isnan(published), UNKNOWN_TIME, published) if published.dtype.kind == "f" \
+                else published
+            mapping._published_ms[ids] = np.asarray(published, dtype=np.int64)
         return mapping
 
     def to_arrow(self) -> pa.Table:
@@ -84,12 +94,15 @@ class IdMap:
                 "id": pa.array(ids, pa.int64()),
                 "note_id": pa.array(self._note_ids[ids].tolist(), pa.string()),
                 "fingerprint": pa.array(self._fingerprints[ids], pa.uint64()),
+                "published_ms": pa.array(self._published_ms[ids], pa.int64(),
+                                         mask=self._published_ms[ids] == UNKNOWN_TIME),
             },
             schema=IDS_SCHEMA,
         )
 
     def copy(self) -> "IdMap":
-        return IdMap(self.next_id, self._note_ids.copy(), self._fingerprints.copy(), dict(self._by_note))
+        return IdMap(self.next_id, self._note_ids.copy(), self._fingerprints.copy(), dict(self._by_note),
+                     self._published_ms.copy())
 
     # ---- queries ------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -119,6 +132,18 @@ class IdMap:
     def fingerprint_of(self, ids: np.ndarray) -> np.ndarray:
         return self._fingerprints[ids]
 
+    def published_ms(self) -> np.ndarray:
+        """Publication time (ms) of every id, indexed by id; UNKNOWN_TIME where not known or not live."""
+        return self._published_ms
+
+    def publish_times(self) -> dict[str, int]:
+        """note_id -> published ms of every live note whose time is known (carried over by a rebuild)."""
+        return {n: int(self._published_ms[i]) for n, i in self._by_note.items()
+                if self._published_ms[i] != UNKNOWN_TIME}
+
+    def published_count(self) -> int:
+        return int((self._published_ms != UNKNOWN_TIME).sum())
+
     def note_ids_of(self, labels: np.ndarray) -> np.ndarray:
         """Maps an array of ids (any shape; -1 = none) to an object array of note ids (None = none)."""
         labels = np.asarray(labels, dtype=np.int64)
@@ -140,8 +165,17 @@ class IdMap:
         self.next_id = start + count
         self._note_ids = np.concatenate([self._note_ids, np.array(list(note_ids), dtype=object)])
         self._fingerprints = np.concatenate([self._fingerprints, np.asarray(fingerprints, dtype=np.uint64)])
+        self._published_ms = np.concatenate([self._published_ms, np.full(count, UNKNOWN_TIME, dtype=np.int64)])
         self._by_note.update(zip(note_ids, ids.tolist()))
         return ids
+
+    def set_published(self, times_ms: dict[str, int]) -> int:
+        """Records publication times of mapped notes (others are ignored); returns how many were set."""
+        pairs = [(self._by_note[n], t) for n, t in times_ms.items() if n in self._by_note]
+        if pairs:
+            ids, times = zip(*pairs)
+            self._published_ms[np.asarray(ids, dtype=np.int64)] = np.asarray(times, dtype=np.int64)
+        return len(pairs)
 
     def refingerprint(self, ids: np.ndarray, fingerprints: np.ndarray) -> None:
         """Records the new embedding of re-embedded notes (they keep their id)."""
@@ -153,4 +187,5 @@ class IdMap:
         ids_array = np.array(ids, dtype=np.int64)
         self._note_ids[ids_array] = None
         self._fingerprints[ids_array] = 0
+        self._published_ms[ids_array] = UNKNOWN_TIME
         return ids_array

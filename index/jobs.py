@@ -13,7 +13,7 @@ from pathlib import Path
 from i2i.errors import InputError
 from index.builder import BuildConfig, BuildResult, build
 from index.manifest import Manifest
-from index.source import Embeddings, read_deletes, read_table
+from index.source import Embeddings, read_deletes, read_publish_times, read_table
 from index.store import DEFAULT_KEEP, GcReport, IndexStore
 from index.updater import RebuildPolicy, UpdatePlan, apply_update, rebuild_advice
 
@@ -36,6 +36,8 @@ class JobSummary:
     timings: dict[str, float] = field(default_factory=dict)
     skipped: int = 0
     gc: GcReport | None = None
+    default_nprobe: int | None = None
+    calibration: str | None = None  # how the default nprobe was chosen
 
     def lines(self) -> list[str]:
         out = [f"{self.operation}: published {self.version} (parent {self.parent or '-'}) at {self.path}",
@@ -44,6 +46,8 @@ class JobSummary:
         if self.plan is not None:
             out.append(f"  added {len(self.plan.adds)}  replaced {len(self.plan.replaces)}  removed "
                        f"{len(self.plan.removes)}  unchanged {self.plan.unchanged}  tombstones {len(self.plan.tombstones)}")
+        if self.default_nprobe is not None:
+            out.append(f"  default nprobe {self.default_nprobe}" + (f" ({self.calibration})" if self.calibration else ""))
         if self.skipped:
             out.append(f"  skipped {self.skipped} unusable embeddings (see {self.path / 'dead_letter.parquet'})")
         out.append("  " + "  ".join(f"{k} {v:.2f}" for k, v in self.timings.items()))
@@ -56,6 +60,16 @@ class JobSummary:
         return out
 
 
+def calibration_note(result: BuildResult) -> str | None:
+    c = result.calibration
+    if c is None:
+        return "given"
+    tried = ", ".join(f"{nprobe}: {recall:.3f}" for nprobe, recall in c.recall_by_nprobe.items())
+    met = ">=" if c.recall >= c.target else "< (not reached)"
+    return (f"merged recall@{c.k} {c.recall:.3f} {met} target {c.target:.2f} over {c.queries} histories of "
+            f"{c.history} notes; tried {tried}")
+
+
 def _publish_built(store: IndexStore, result: BuildResult, embeddings: Embeddings, operation: str,
                    config: BuildConfig, keep: int, timings: dict[str, float]) -> JobSummary:
     parent = store.current_version()
@@ -65,7 +79,7 @@ def _publish_built(store: IndexStore, result: BuildResult, embeddings: Embedding
         dim=embeddings.dim, metric=config.metric, factory=result.factory, ntotal=int(index.ntotal),
         nlist=result.nlist, next_id=result.contents.ids.next_id, normalized=result.normalized,
         rerank=result.rerank, rerank_factor=config.rerank_factor,
-        default_nprobe=min(config.default_nprobe, result.nlist), train_size=result.train_size,
+        default_nprobe=result.default_nprobe, train_size=result.train_size,
         trained_ntotal=int(index.ntotal), trained_imbalance=result.imbalance, imbalance=result.imbalance,
         tombstones=len(result.contents.tombstones), skipped=len(embeddings.dead_letter), operation=operation)
     started = time.perf_counter()
@@ -73,23 +87,28 @@ def _publish_built(store: IndexStore, result: BuildResult, embeddings: Embedding
     timings = {**timings, **result.timings, "write_s": time.perf_counter() - started}
     return JobSummary(operation, manifest.version, parent, manifest.model_version, manifest.factory,
                       manifest.ntotal, manifest.nlist, manifest.imbalance, path, timings=timings,
-                      skipped=manifest.skipped, gc=store.gc(keep))
+                      skipped=manifest.skipped, gc=store.gc(keep), default_nprobe=manifest.default_nprobe,
+                      calibration=calibration_note(result))
 
 
 def build_from_embeddings(store: IndexStore, embeddings: Embeddings, config: BuildConfig,
                           deletes: list[str] | None = None, keep: int = DEFAULT_KEEP,
-                          operation: str = "build", timings: dict[str, float] | None = None) -> JobSummary:
+                          operation: str = "build", timings: dict[str, float] | None = None,
+                          publish_times: dict[str, int] | None = None) -> JobSummary:
     """Trains and publishes a fresh version (call under the writer lock). Deleted ids are left out
     and recorded as tombstones."""
     tombstones = set(deletes or [])
     result = build(embeddings.without(tombstones), config)
     result.contents.tombstones = tombstones
+    if publish_times:
+        result.contents.ids.set_published(publish_times)
     return _publish_built(store, result, embeddings, operation, config, keep, timings or {})
 
 
 def update_from_embeddings(store: IndexStore, embeddings: Embeddings, deletes: list[str] | None = None,
                            keep: int = DEFAULT_KEEP, policy: RebuildPolicy | None = None,
-                           use_gpu: bool | None = None, timings: dict[str, float] | None = None) -> JobSummary:
+                           use_gpu: bool | None = None, timings: dict[str, float] | None = None,
+                           publish_times: dict[str, int] | None = None) -> JobSummary:
     """Publishes a child of CURRENT with the table's changes (call under the writer lock)."""
     timings = dict(timings or {})
     started = time.perf_counter()
@@ -97,6 +116,8 @@ def update_from_embeddings(store: IndexStore, embeddings: Embeddings, deletes: l
     timings["load_s"] = time.perf_counter() - started
     parent = loaded.manifest_record
     result = apply_update(parent, loaded.contents, embeddings, deletes or [], policy, use_gpu)
+    if publish_times:
+        result.contents.ids.set_published(publish_times)
     timings.update(result.timings)
     index = result.contents.index
     manifest = Manifest(
@@ -122,26 +143,28 @@ def _read(table_url: str, model_version: str | None, metric: str) -> tuple[Embed
 
 
 def build_job(index_dir: str, table_url: str, config: BuildConfig, model_version: str | None = None,
-              deletes_path: str | None = None, keep: int = DEFAULT_KEEP) -> JobSummary:
+              deletes_path: str | None = None, keep: int = DEFAULT_KEEP, notes_path: str | None = None) -> JobSummary:
     store = IndexStore(index_dir)
     deletes = read_deletes(deletes_path) if deletes_path else []
+    times = read_publish_times(notes_path) if notes_path else None
     with store.writer_lock():
         embeddings, timings = _read(table_url, model_version, config.metric)
-        return build_from_embeddings(store, embeddings, config, deletes, keep, "build", timings)
+        return build_from_embeddings(store, embeddings, config, deletes, keep, "build", timings, times)
 
 
 def update_job(index_dir: str, table_url: str, model_version: str | None = None, deletes_path: str | None = None,
                keep: int = DEFAULT_KEEP, policy: RebuildPolicy | None = None,
-               use_gpu: bool | None = None) -> JobSummary:
+               use_gpu: bool | None = None, notes_path: str | None = None) -> JobSummary:
     store = IndexStore(index_dir)
     deletes = read_deletes(deletes_path) if deletes_path else []
+    times = read_publish_times(notes_path) if notes_path else None
     with store.writer_lock():
         current = store.manifest(store.resolve(None))
         if model_version is not None and model_version != current.model_version:
             raise InputError(f"index version {current.version} holds model version {current.model_version!r}; "
                              f"refusing to update it with model version {model_version!r} (build a new index)")
         embeddings, timings = _read(table_url, current.model_version, current.metric)
-        return update_from_embeddings(store, embeddings, deletes, keep, policy, use_gpu, timings)
+        return update_from_embeddings(store, embeddings, deletes, keep, policy, use_gpu, timings, times)
 
 
 def rebuild_config(current: Manifest, nlist: int | None, factory: str | None, train_sample: int | None,
@@ -150,14 +173,16 @@ def rebuild_config(current: Manifest, nlist: int | None, factory: str | None, tr
     encoding = factory or re.sub(r"IVF\d+", "IVF{nlist}", current.factory)
     return BuildConfig(factory=encoding, nlist=nlist, train_sample=train_sample, metric=current.metric,
                        rerank=current.rerank if factory is None else None, rerank_factor=current.rerank_factor,
-                       default_nprobe=current.default_nprobe if nlist is None else BuildConfig.default_nprobe,
+                       default_nprobe=current.default_nprobe if nlist is None and factory is None else None,
                        use_gpu=use_gpu)
 
 
 def rebuild_job(index_dir: str, table_url: str, nlist: int | None = None, factory: str | None = None,
                 train_sample: int | None = None, deletes_path: str | None = None, keep: int = DEFAULT_KEEP,
-                use_gpu: bool | None = None, model_version: str | None = None) -> JobSummary:
-    """Retrains from the table with the current version's settings and tombstones.
+                use_gpu: bool | None = None, notes_path: str | None = None,
+                model_version: str | None = None) -> JobSummary:
+    """Retrains from the table with the current version's settings, tombstones and publication
+    times (a notes table given here adds to them).
 
     The model version is the current version's, or ``model_version``: after a retrain, the new
     model's embeddings of the catalogue become a new version whose parent is the old model's
@@ -165,14 +190,17 @@ def rebuild_job(index_dir: str, table_url: str, nlist: int | None = None, factor
     """
     store = IndexStore(index_dir)
     extra_deletes = read_deletes(deletes_path) if deletes_path else []
+    times = read_publish_times(notes_path) if notes_path else {}
     with store.writer_lock():
         current_version = store.resolve(None)
         current = store.manifest(current_version)
-        tombstones = store.load(current_version, hold=False).contents.tombstones
+        current_contents = store.load(current_version, hold=False).contents
+        tombstones = current_contents.tombstones
+        times = {**current_contents.ids.publish_times(), **times}
         config = rebuild_config(current, nlist, factory, train_sample, use_gpu)
         embeddings, timings = _read(table_url, model_version or current.model_version, current.metric)
         return build_from_embeddings(store, embeddings, config, sorted(tombstones | set(extra_deletes)), keep,
-                                     "rebuild", timings)
+                                     "rebuild", timings, times)
 
 
 def rollback_job(index_dir: str, to: str) -> tuple[str | None, str]:

@@ -7,6 +7,7 @@ the stored float32 vectors, which is what brings their recall back up to IVF-Fla
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict
 from typing import Callable
 
@@ -28,9 +29,23 @@ def normalize_rows(vectors: np.ndarray) -> np.ndarray:
     return vectors
 
 
-def search_parameters(index: faiss.Index, nprobe: int) -> faiss.SearchParameters:
-    """Per-call parameters; an OPQ/PCA pre-transform wraps the IVF parameters."""
+def search_parameters(index: faiss.Index, nprobe: int, selector: faiss.IDSelector | None = None
+                      ) -> faiss.SearchParameters:
+    """Per-call parameters; an OPQ/PCA pre-transform wraps the IVF parameters.
+
+    ``selector`` restricts the lists' scan to the ids it accepts (filters applied inside the search,
+    so k results are still found whenever the probed lists hold k accepted notes). An HNSW coarse
+    quantizer is given an efSearch of at least twice nprobe, so it finds the nprobe nearest lists.
+    """
+    ivf = faiss.extract_index_ivf(index)
     ivf_params = faiss.SearchParametersIVF(nprobe=nprobe)
+    if selector is not None:
+        ivf_params.sel = selector
+    quantizer = faiss.downcast_index(ivf.quantizer)
+    if isinstance(quantizer, faiss.IndexHNSW):
+        hnsw_params = faiss.SearchParametersHNSW(efSearch=max(2 * nprobe, quantizer.hnsw.efSearch))
+        ivf_params.quantizer_params = hnsw_params
+        ivf_params.referenced_objects = [hnsw_params]  # keeps it alive as long as the parameters
     if isinstance(index, faiss.IndexPreTransform):
         return faiss.SearchParametersPreTransform(index_params=ivf_params)
     return ivf_params
@@ -67,6 +82,8 @@ class LoadedIndex:
         self.index = contents.index
         self.ids = contents.ids
         self._on_release = on_release
+        self._ivf = faiss.extract_index_ivf(self.index)
+        self._nlist = int(self._ivf.nlist)
 
     # ---- description --------------------------------------------------------------------
     @property
@@ -91,7 +108,7 @@ class LoadedIndex:
 
     @property
     def nlist(self) -> int:
-        return int(faiss.extract_index_ivf(self.index).nlist)
+        return self._nlist
 
     def list_sizes(self) -> np.ndarray:
         invlists = faiss.extract_index_ivf(self.index).invlists
@@ -116,30 +133,63 @@ class LoadedIndex:
         return normalize_rows(queries) if self.manifest_record.normalized else queries
 
     def search_labels(self, queries: np.ndarray, k: int, nprobe: int | None = None,
-                      batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:
-        """Like ``search`` but returns int64 labels (-1 = none) instead of note ids."""
+                      batch_size: int = DEFAULT_BATCH, selector: faiss.IDSelector | None = None,
+                      timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Like ``search`` but returns int64 labels (-1 = none) instead of note ids; ``selector``
+        (a FAISS IDSelector over the index's ids) leaves out the ids it rejects. ``timings``, when
+        given, accumulates this thread's CPU seconds under ``quantizer``, ``scan`` and ``rerank``."""
         if not isinstance(k, (int, np.integer)) or k <= 0:
             raise InputError(f"k must be a positive integer, got {k!r}")
         nprobe = self.manifest_record.default_nprobe if nprobe is None else nprobe
         if not isinstance(nprobe, (int, np.integer)) or nprobe <= 0:
             raise InputError(f"nprobe must be a positive integer, got {nprobe!r}")
         queries = self.prepare_queries(queries)
-        params = search_parameters(self.index, int(min(nprobe, self.nlist)))
+        params = search_parameters(self.index, int(min(nprobe, self.nlist)), selector)
         rerank = self.manifest_record.rerank and self.contents.vectors is not None
         fetch = k * self.manifest_record.rerank_factor if rerank else k
         scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
         labels = np.full((queries.shape[0], k), -1, dtype=np.int64)
         for start in range(0, queries.shape[0], batch_size):
             batch = queries[start:start + batch_size]
-            distances, found = self.index.search(batch, fetch, params=params)
+            distances, found = self._search_batch(batch, fetch, params, timings)
             if rerank:
+                cpu = time.thread_time()
                 distances, found = exact_rerank(batch, found, self.contents.vectors, k, self.manifest_record.metric)
+                if timings is not None:
+                    timings["rerank"] = timings.get("rerank", 0.0) + time.thread_time() - cpu
             elif self.manifest_record.metric == "l2":
                 distances = -distances
             distances = np.where(found >= 0, distances, -np.inf)
             scores[start:start + batch.shape[0]] = distances[:, :k]
             labels[start:start + batch.shape[0]] = found[:, :k]
         return scores, labels
+
+    def _search_batch(self, batch: np.ndarray, k: int, params: faiss.SearchParameters,
+                      timings: dict[str, float] | None) -> tuple[np.ndarray, np.ndarray]:
+        """One FAISS search; on a plain IVF index the coarse quantizer runs first on its own
+        (``search_preassigned``), which costs nothing extra and lets the two parts be timed apart."""
+        if timings is None or not isinstance(params, faiss.SearchParametersIVF):
+            return self.index.search(batch, k, params=params)
+        ivf = self._ivf
+        started = time.thread_time()
+        quantizer_params = params.quantizer_params
+        if quantizer_params is not None:
+            coarse_d, coarse_i = ivf.quantizer.search(batch, params.nprobe, params=quantizer_params)
+        else:
+            coarse_d, coarse_i = ivf.quantizer.search(batch, params.nprobe)
+        middle = time.thread_time()
+        n = batch.shape[0]
+        distances = np.empty((n, k), dtype=np.float32)
+        found = np.empty((n, k), dtype=np.int64)
+        coarse_i = np.ascontiguousarray(coarse_i, dtype=np.int64)
+        coarse_d = np.ascontiguousarray(coarse_d, dtype=np.float32)
+        # The C++ call: the Python wrapper of search_preassigned refuses per-call parameters.
+        ivf.search_preassigned_c(n, faiss.swig_ptr(batch), k, faiss.swig_ptr(coarse_i), faiss.swig_ptr(coarse_d),
+                                 faiss.swig_ptr(distances), faiss.swig_ptr(found), False, params)
+        ended = time.thread_time()
+        timings["quantizer"] = timings.get("quantizer", 0.0) + middle - started
+        timings["scan"] = timings.get("scan", 0.0) + ended - middle
+        return distances, found
 
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None,
                batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, list[list[str]]]:

@@ -127,3 +127,28 @@ def read_deletes(path: str | Path) -> list[str]:
     except UnicodeDecodeError as exc:
         raise InputError(f"deletes file {path} is neither Parquet nor UTF-8 text: {exc}") from exc
     return [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+
+
+def read_publish_times(path: str | Path) -> dict[str, int]:
+    """note_id -> published_at (ms, UTC) from a notes table (CONTRACTS.md ``notes``), for ``published_after``.
+
+    Rows without a publication time are left out (their notes are never "fresh"); a repeated note
+    id keeps its earliest time.
+    """
+    import pyarrow.compute as pc
+
+    from i2i.io import read_table as read_parquet
+
+    table = read_parquet(path, columns=None)
+    missing = [name for name in ("note_id", "published_at") if name not in table.column_names]
+    if missing:
+        raise InputError(f"notes table {path} lacks {', '.join(missing)} (columns: {table.column_names})")
+    published = table.column("published_at")
+    if not pa.types.is_timestamp(published.type):
+        raise InputError(f"notes table {path}: published_at must be a timestamp, got {published.type}")
+    millis = pc.cast(pc.cast(published, pa.timestamp("ms", tz="UTC")), pa.int64()).to_pylist()
+    times: dict[str, int] = {}
+    for note_id, ms in zip(table.column("note_id").to_pylist(), millis):
+        if note_id and ms is not None and (note_id not in times or ms < times[note_id]):
+            times[note_id] = ms
+    return times

@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import time
+from datetime import datetime
 
 import grpc
 
@@ -33,14 +34,18 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="history notes used per request; longer histories keep the most recent (default: %(default)s)")
     p.add_argument("--max-k", type=int, default=defaults.max_k, help="largest k a request may ask for (default: %(default)s)")
     p.add_argument("--per-query-k", type=int, default=defaults.default_per_query_k,
-                   help="neighbours per history note when the request says 0; 0 = k + number of history notes, "
-                        "which makes max merging exact (default: %(default)s)")
+                   help="neighbours per history note when the request says 0; 0 = k, which makes max merging "
+                        "exact (exclusions are applied inside the search; default: %(default)s)")
     p.add_argument("--max-per-query-k", type=int, default=defaults.max_per_query_k, help="default: %(default)s")
     p.add_argument("--merge", choices=MERGE_STRATEGIES, default=defaults.merge,
                    help="how per-history lists are merged (default: %(default)s)")
     p.add_argument("--recency-half-life", type=float, default=None,
                    help="weight history position p by 0.5**(p/H) (0 = most recent); default: no weighting")
     p.add_argument("--nprobe", type=int, default=None, help="IVF lists probed per query (default: the index's own)")
+    p.add_argument("--max-nprobe", type=int, default=defaults.max_nprobe,
+                   help="largest nprobe a request may ask for (default: %(default)s)")
+    p.add_argument("--max-exclude", type=int, default=defaults.max_exclude,
+                   help="most note ids a request may list in exclude (default: %(default)s)")
     p.add_argument("--search-mode", choices=SEARCH_MODES, default=defaults.search_mode,
                    help="batched: one FAISS call for all history notes; per_note: one call each, the slower "
                         "baseline of bench/recall_load.py (default: %(default)s)")
@@ -55,6 +60,9 @@ def serve_parser() -> argparse.ArgumentParser:
                    help="seconds between checks of CURRENT (default: %(default)s)")
     p.add_argument("--reload-retry", type=float, default=defaults.reload_retry_seconds,
                    help="seconds before a version that failed to load is tried again (default: %(default)s)")
+    p.add_argument("--freshness-interval", type=float, default=defaults.freshness_interval_seconds,
+                   help="seconds between recomputations of the freshness gauges (notes in the table but not "
+                        "in the index; newest embedded_at); default: %(default)s")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0 = any)")
     p.add_argument("--workers", type=int, default=defaults.workers, help="request threads (default: %(default)s)")
     p.add_argument("--search-threads", type=int, default=defaults.search_threads,
@@ -72,9 +80,10 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         index_dir=args.index_dir, table_url=args.table, host=args.host, port=args.port,
         max_history=args.max_history, max_k=args.max_k, default_per_query_k=args.per_query_k,
         max_per_query_k=args.max_per_query_k, merge=args.merge, recency_half_life=args.recency_half_life,
-        nprobe=args.nprobe, search_mode=args.search_mode, max_message_bytes=args.max_message_bytes, tls_cert=args.tls_cert,
+        nprobe=args.nprobe, max_nprobe=args.max_nprobe, max_exclude=args.max_exclude, search_mode=args.search_mode, max_message_bytes=args.max_message_bytes, tls_cert=args.tls_cert,
         tls_key=args.tls_key, auth_tokens=read_tokens(args.auth_tokens_file) if args.auth_tokens_file else (),
         table_timeout_seconds=args.table_timeout, reload_interval_seconds=args.reload_interval, reload_retry_seconds=args.reload_retry,
+        freshness_interval_seconds=args.freshness_interval,
         metrics_port=args.metrics_port, workers=args.workers, search_threads=args.search_threads,
         grace_seconds=args.grace, access_log=args.access_log,
     ).validate()
@@ -112,6 +121,11 @@ def recall_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=10, help="results wanted (default: %(default)s)")
     p.add_argument("--per-query-k", type=int, default=0, help="neighbours per history note (0 = server default)")
     p.add_argument("--include-history", action="store_true", help="keep history notes in the results")
+    p.add_argument("--nprobe", type=int, default=0, help="IVF lists probed per history note (0 = server default)")
+    p.add_argument("--exclude", action="append", default=[],
+                   help="note ids to leave out besides the history, comma-separated (may be repeated)")
+    p.add_argument("--published-after", default=None,
+                   help="only notes published at or after this ISO 8601 time (UTC unless it has an offset)")
     p.add_argument("--user-id", default="", help="user id, for the server's logs")
     p.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
     p.add_argument("--token-file", default=None, help="file holding the bearer token (or set I2I_RECALL_TOKEN)")
@@ -148,13 +162,22 @@ def recall_main(argv: list[str]) -> int:
             raise InputError(f"cannot read token file {args.token_file}: {exc}") from exc
     if args.tls_ca and not os.path.isfile(args.tls_ca):
         raise InputError(f"--tls-ca {args.tls_ca} not found")
+    exclude = [note_id.strip() for chunk in args.exclude for note_id in chunk.split(",") if note_id.strip()]
+    published_after = None
+    if args.published_after:
+        try:
+            published_after = datetime.fromisoformat(args.published_after.replace("Z", "+00:00"))
+        except ValueError:
+            raise InputError(f"--published-after {args.published_after!r} is not an ISO 8601 time "
+                             "(e.g. 2024-05-01T00:00:00Z)") from None
     config = ClientConfig(target=args.server, token=token, tls_ca=args.tls_ca, tls_server_name=args.tls_server_name,
                           timeout_seconds=args.timeout)
     started = time.perf_counter()
     with RecallClient(config) as client:
         try:
             response = client.recall(history, k=args.k, per_query_k=args.per_query_k,
-                                     exclude_history=False if args.include_history else None, user_id=args.user_id)
+                                     exclude_history=False if args.include_history else None, user_id=args.user_id,
+                                     nprobe=args.nprobe, exclude=exclude, published_after=published_after)
         except grpc.RpcError as exc:
             raise status_error(exc.code(), exc.details()) from None
     print(format_table(response))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Sequence
 
@@ -43,11 +44,20 @@ class RecallClient:
         self.metadata = (("authorization", f"Bearer {config.token}"),) if config.token else ()
 
     def recall(self, history: Sequence[str], k: int, per_query_k: int = 0, exclude_history: bool | None = None,
-               user_id: str = "", timeout: float | None = None) -> recall_pb2.RecallResponse:
-        """One Recall call; raises grpc.RpcError with the server's status code and message."""
-        request = recall_pb2.RecallRequest(user_id=user_id, history=list(history), k=k, per_query_k=per_query_k)
+               user_id: str = "", timeout: float | None = None, nprobe: int = 0, exclude: Sequence[str] = (),
+               published_after: datetime | None = None) -> recall_pb2.RecallResponse:
+        """One Recall call; raises grpc.RpcError with the server's status code and message.
+
+        ``published_after`` is an aware datetime (a naive one is taken as UTC).
+        """
+        request = recall_pb2.RecallRequest(user_id=user_id, history=list(history), k=k, per_query_k=per_query_k,
+                                           nprobe=nprobe, exclude=list(exclude))
         if exclude_history is not None:
             request.exclude_history = exclude_history
+        if published_after is not None:
+            if published_after.tzinfo is None:
+                published_after = published_after.replace(tzinfo=timezone.utc)
+            request.published_after.FromDatetime(published_after)
         return self.stub.Recall(request, timeout=timeout or self.config.timeout_seconds, metadata=self.metadata)
 
     def close(self) -> None:

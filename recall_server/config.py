@@ -21,14 +21,16 @@ class ServerConfig:
     port: int = 50051  # 0 = any free port (the bound port is reported)
     max_history: int = 100  # longer histories keep the most recent ones
     max_k: int = 1000
-    # Neighbours per history note when the request says 0; 0 here = k + number of history notes,
-    # enough for `max` merging to equal an exact search over all history notes.
+    # Neighbours per history note when the request says 0; 0 here = k, enough for `max` merging to
+    # equal an exact search over all history notes (exclusions are applied inside the search).
     default_per_query_k: int = 0
     max_per_query_k: int = 4000
     merge: str = "max"
     # Weight of history position p (0 = most recent) is 0.5 ** (p / half_life); None = no weighting.
     recency_half_life: float | None = None
     nprobe: int | None = None  # None = the index's own default
+    max_nprobe: int = 256  # largest nprobe a request may ask for
+    max_exclude: int = 1000  # most note ids a request may list in `exclude`
     # "batched": all history notes in one FAISS call; "per_note": one call per history note (the
     # naive way, kept as the benchmark's baseline).
     search_mode: str = "batched"
@@ -40,6 +42,7 @@ class ServerConfig:
     table_timeout_seconds: float = 2.0
     reload_interval_seconds: float = 2.0
     reload_retry_seconds: float = 30.0  # a version that failed to load is retried after this long
+    freshness_interval_seconds: float = 60.0  # how often the table-side freshness gauges are recomputed
     metrics_port: int | None = None
     workers: int = 8
     search_threads: int = 1  # FAISS threads per search; requests already run in parallel
@@ -56,7 +59,8 @@ class ServerConfig:
             raise InputError(f"--search-mode must be one of {', '.join(SEARCH_MODES)}, got {self.search_mode!r}")
         positive = {"--max-history": self.max_history, "--max-k": self.max_k,
                     "--max-per-query-k": self.max_per_query_k, "--max-message-bytes": self.max_message_bytes,
-                    "--workers": self.workers, "--search-threads": self.search_threads}
+                    "--workers": self.workers, "--search-threads": self.search_threads,
+                    "--max-nprobe": self.max_nprobe}
         for name, value in positive.items():
             if value <= 0:
                 raise InputError(f"{name} must be positive, got {value}")
@@ -68,12 +72,16 @@ class ServerConfig:
             raise InputError(f"--per-query-k must be in 0..{self.max_per_query_k}, got {self.default_per_query_k}")
         if self.recency_half_life is not None and self.recency_half_life <= 0:
             raise InputError(f"--recency-half-life must be positive, got {self.recency_half_life}")
-        if self.nprobe is not None and self.nprobe <= 0:
-            raise InputError(f"--nprobe must be positive, got {self.nprobe}")
+        if self.nprobe is not None and not 0 < self.nprobe <= self.max_nprobe:
+            raise InputError(f"--nprobe must be in 1..{self.max_nprobe} (--max-nprobe), got {self.nprobe}")
+        if self.max_exclude < 0:
+            raise InputError(f"--max-exclude must not be negative, got {self.max_exclude}")
         if self.table_timeout_seconds <= 0:
             raise InputError(f"--table-timeout must be positive, got {self.table_timeout_seconds}")
         if self.reload_interval_seconds <= 0:
             raise InputError(f"--reload-interval must be positive, got {self.reload_interval_seconds}")
+        if self.freshness_interval_seconds <= 0:
+            raise InputError(f"--freshness-interval must be positive, got {self.freshness_interval_seconds}")
         if self.grace_seconds < 0:
             raise InputError(f"--grace must not be negative, got {self.grace_seconds}")
         if (self.tls_cert is None) != (self.tls_key is None):

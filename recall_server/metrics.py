@@ -32,8 +32,46 @@ class RecallMetrics:
                                        registry=r)
         self.history_truncated = Counter("i2i_recall_history_truncated",
                                          "Requests whose history was cut to the server's limit", registry=r)
+        self.malformed_requests = Counter("i2i_recall_malformed_requests",
+                                          "Calls whose bytes are not a valid RecallRequest (answered INVALID_ARGUMENT)",
+                                          registry=r)
+        self.deeper_searches = Counter("i2i_recall_deeper_searches",
+                                       "History notes searched a second time at full depth (max merge)", registry=r)
+        self.cpu = Counter("i2i_recall_cpu_seconds", "CPU seconds of the request threads by stage (lookup, "
+                           "quantizer, scan, rerank, merge, response); the rest of the process's CPU is gRPC "
+                           "and protobuf", ["stage"], registry=r)
         self.unauthenticated = Counter("i2i_recall_unauthenticated", "Calls refused for a missing or bad token",
                                        ["method"], registry=r)
+
+        # Freshness: how far the served index lags the embedding table.
+        self.index_created = Gauge("i2i_recall_index_created_timestamp_seconds",
+                                   "When the served index version was published (Unix time)", registry=r)
+        self.index_age = Gauge("i2i_recall_index_age_seconds", "Age of the served index version", registry=r)
+        self._created_at: float | None = None
+        self.index_age.set_function(self._age)
+        self.newest_embedded = Gauge("i2i_recall_index_newest_embedded_at_seconds",
+                                     "Newest embedded_at among the table rows of the served model version "
+                                     "written no later than the served version (Unix time)", registry=r)
+        self.not_indexed = Gauge("i2i_recall_table_notes_not_indexed",
+                                 "Notes of the served model version in the table but not in the served index",
+                                 registry=r)
+        self.freshness_checked = Gauge("i2i_recall_freshness_checked_timestamp_seconds",
+                                       "When the table-side freshness gauges were last computed", registry=r)
+        for gauge in (self.index_created, self.newest_embedded, self.not_indexed):
+            gauge.set(float("nan"))  # unknown until the first check, never a misleading 0
+
+    def _age(self) -> float:
+        import time
+
+        return float("nan") if self._created_at is None else max(0.0, time.time() - self._created_at)
+
+    def freshness(self, created_at: float, newest_embedded_at: float | None, not_indexed: int | None,
+                  checked_at: float) -> None:
+        self._created_at = created_at
+        self.index_created.set(created_at)
+        self.newest_embedded.set(float("nan") if newest_embedded_at is None else newest_embedded_at)
+        self.not_indexed.set(float("nan") if not_indexed is None else not_indexed)
+        self.freshness_checked.set(checked_at)
 
     def served(self, index_version: str, model_version: str, ntotal: int) -> None:
         """Points the index gauges at a newly swapped-in version."""
@@ -41,6 +79,10 @@ class RecallMetrics:
         self.index_info.labels(index_version=index_version, model_version=model_version).set(1)
         self.index_loaded.set(1)
         self.index_ntotal.set(ntotal)
+
+    def stage_cpu(self, seconds: dict[str, float]) -> None:
+        for stage, value in seconds.items():
+            self.cpu.labels(stage=stage).inc(value)
 
     def finished(self, code: str, seconds: float) -> None:
         self.requests.labels(code=code).inc()

@@ -18,13 +18,14 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from recall_server.stubs import recall_pb2, recall_pb2_grpc
+from recall_server.stubs import recall_pb2
 from recall_server.auth import BearerTokenInterceptor
 from recall_server.config import ServerConfig
+from recall_server.grpc_metrics import GrpcServerMetrics
 from recall_server.holder import IndexHolder, ServedIndex
 from recall_server.logs import log_event
 from recall_server.metrics import RecallMetrics
-from recall_server.service import RecallService
+from recall_server.service import RecallService, add_to_server
 
 logger = logging.getLogger("recall_server.server")
 
@@ -55,11 +56,12 @@ class RecallServer:
             store = IndexStore(config.index_dir)
         self.table = table
         self.holder = IndexHolder(store, table, self.metrics, poll_seconds=config.reload_interval_seconds,
-                                  retry_seconds=config.reload_retry_seconds)
+                                  retry_seconds=config.reload_retry_seconds,
+                                  freshness_seconds=config.freshness_interval_seconds)
         self.health = health.HealthServicer(experimental_non_blocking=True)
         for name in HEALTH_SERVICES:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
-        interceptors = []
+        interceptors: list[grpc.ServerInterceptor] = [GrpcServerMetrics(self.metrics.registry)]
         if config.auth_tokens:
             interceptors.append(BearerTokenInterceptor(
                 config.auth_tokens, on_reject=lambda method: self.metrics.unauthenticated.labels(method=method).inc()))
@@ -69,7 +71,7 @@ class RecallServer:
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="recall"),
                                  interceptors=interceptors, options=options)
         self.service = RecallService(config, self.holder, table, self.metrics)
-        recall_pb2_grpc.add_RecallServiceServicer_to_server(self.service, self._grpc)
+        add_to_server(self.service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),

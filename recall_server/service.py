@@ -12,17 +12,21 @@ from dataclasses import dataclass
 
 import grpc
 import numpy as np
+from google.protobuf.message import DecodeError
 
 from embedding import table as table_module
+from index.ids import UNKNOWN_TIME
 from recall_server.stubs import recall_pb2, recall_pb2_grpc
 from recall_server.config import ServerConfig
 from recall_server.holder import IndexHolder
 from recall_server.logs import log_event
+from recall_server.filters import FreshnessBitmaps, build_selector
 from recall_server.merge import merge, recency_weights
 from recall_server.metrics import RecallMetrics
 
 logger = logging.getLogger("recall_server.service")
 access_logger = logging.getLogger("recall_server.access")
+SERVICE_NAME = recall_pb2.DESCRIPTOR.services_by_name["RecallService"].full_name
 
 # The table's "storage cannot be reached" error, plus the socket-level errors behind it.
 TABLE_UNAVAILABLE = tuple(
@@ -30,6 +34,39 @@ TABLE_UNAVAILABLE = tuple(
     if error is not None
 )
 MODEL_VERSION_MISMATCH = getattr(table_module, "ModelVersionMismatch", None)
+
+
+@dataclass(frozen=True)
+class MalformedRequest:
+    """What the request deserializer hands the servicer for bytes that are not a RecallRequest.
+
+    gRPC answers a deserializer that raises with INTERNAL and never calls the servicer, so the
+    caller would blame the server and the metrics would never see the call. Returning this
+    sentinel lets the servicer answer INVALID_ARGUMENT and count it like any other bad request.
+    """
+
+    size: int
+    reason: str
+    user_id: str = ""
+    history: tuple = ()
+    k: int = 0
+
+
+def parse_request(data: bytes) -> recall_pb2.RecallRequest | MalformedRequest:
+    """RecallRequest.FromString that turns garbage, truncation and invalid UTF-8 into a MalformedRequest."""
+    try:
+        return recall_pb2.RecallRequest.FromString(data)
+    except (DecodeError, ValueError, UnicodeDecodeError) as exc:
+        return MalformedRequest(size=len(data), reason=str(exc) or type(exc).__name__)
+
+
+def add_to_server(service: "RecallService", server: grpc.Server) -> None:
+    """Registers ``service`` with ``parse_request`` as the Recall deserializer (not the generated one)."""
+    handlers = {"Recall": grpc.unary_unary_rpc_method_handler(
+        service.Recall, request_deserializer=parse_request,
+        response_serializer=recall_pb2.RecallResponse.SerializeToString)}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class RecallAbort(Exception):
@@ -46,10 +83,12 @@ class RecallPlan:
     """A validated request: the queries to run and what to drop from the results."""
 
     queries: list[str]  # distinct history ids, most recent first, cut to max_history
-    excluded: set[str]
+    excluded: set[str]  # every history note (unless kept) and the request's `exclude`
     k: int
     per_query_k: int
     truncated: bool
+    nprobe: int | None = None  # None = the server's --nprobe, else the index's default
+    published_after_ms: int | None = None
 
 
 def plan_request(request: recall_pb2.RecallRequest, config: ServerConfig) -> RecallPlan:
@@ -70,13 +109,32 @@ def plan_request(request: recall_pb2.RecallRequest, config: ServerConfig) -> Rec
     for position, note_id in enumerate(history):
         if not note_id.strip():
             raise RecallAbort(invalid, f"history[{position}] is an empty note id")
+    if request.nprobe < 0:
+        raise RecallAbort(invalid, f"nprobe must be 0 (server default) or positive, got {request.nprobe}")
+    if request.nprobe > config.max_nprobe:
+        raise RecallAbort(invalid, f"nprobe={request.nprobe} is above the server's limit max_nprobe={config.max_nprobe}")
+    if len(request.exclude) > config.max_exclude:
+        raise RecallAbort(invalid, f"exclude lists {len(request.exclude)} note ids, above the server's limit "
+                                   f"max_exclude={config.max_exclude}")
+    for position, note_id in enumerate(request.exclude):
+        if not note_id.strip():
+            raise RecallAbort(invalid, f"exclude[{position}] is an empty note id")
+    published_after_ms = None
+    if request.HasField("published_after"):
+        stamp = request.published_after
+        if stamp.seconds < 0 or not 0 <= stamp.nanos < 1_000_000_000:
+            raise RecallAbort(invalid, f"published_after must be a time at or after 1970-01-01T00:00:00Z, "
+                                       f"got seconds={stamp.seconds} nanos={stamp.nanos}")
+        # Round up: "at or after" a time between two milliseconds starts at the next one.
+        published_after_ms = stamp.seconds * 1000 + -(-stamp.nanos // 1_000_000)
     distinct = list(dict.fromkeys(history))
     queries = distinct[:config.max_history]
     exclude = request.exclude_history if request.HasField("exclude_history") else True
-    excluded = set(distinct) if exclude else set()
-    per_query_k = request.per_query_k or config.default_per_query_k or request.k + len(excluded)
+    excluded = (set(distinct) if exclude else set()) | set(request.exclude)
+    per_query_k = request.per_query_k or config.default_per_query_k or request.k
     return RecallPlan(queries=queries, excluded=excluded, k=request.k,
-                      per_query_k=min(per_query_k, config.max_per_query_k), truncated=len(distinct) > len(queries))
+                      per_query_k=min(per_query_k, config.max_per_query_k), truncated=len(distinct) > len(queries),
+                      nprobe=request.nprobe or None, published_after_ms=published_after_ms)
 
 
 class RecallService(recall_pb2_grpc.RecallServiceServicer):
@@ -90,6 +148,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         # Lookups run here so a table that hangs costs the caller at most its deadline, not a stuck call.
         self._lookups = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lookup")
         self._local_table = str(getattr(table, "url", "")).startswith("parquet:")
+        self._fresh = FreshnessBitmaps()
 
     def close(self) -> None:
         self._lookups.shutdown(wait=False, cancel_futures=True)
@@ -98,6 +157,11 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         started = time.perf_counter()
         code = "OK"
         try:
+            if isinstance(request, MalformedRequest):
+                self.metrics.malformed_requests.inc()
+                raise RecallAbort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"request is not a valid i2i.v1.RecallRequest ({request.size} bytes): "
+                                  f"{request.reason}; send a serialized RecallRequest with UTF-8 strings")
             return self.recall(request, context)
         except RecallAbort as abort:
             code = abort.code.name
@@ -124,7 +188,10 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         if plan.truncated:
             self.metrics.history_truncated.inc()
         ensure_active(context)
+        cpu = {}
+        started = time.thread_time()
         lookup = self._lookup(plan.queries, served.model_version, context.time_remaining())
+        cpu["lookup"] = time.thread_time() - started
         response = recall_pb2.RecallResponse(index_version=served.version, model_version=served.model_version,
                                              missing_history=lookup.missing_ids)
         if lookup.missing_ids:
@@ -133,29 +200,83 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
             return response
         ensure_active(context)
         index = served.index
-        scores, labels = self._search(index, lookup.vectors, plan.per_query_k)
-        ensure_active(context)
+        excluded_labels = index.ids.lookup(list(plan.excluded)) if plan.excluded else np.empty(0, np.int64)
+        excluded_labels = excluded_labels[excluded_labels >= 0]
+        fresh = None
+        if plan.published_after_ms is not None:
+            published = index.ids.published_ms()
+            if not (published != UNKNOWN_TIME).any():
+                raise RecallAbort(grpc.StatusCode.INVALID_ARGUMENT,
+                                  f"published_after: index version {served.version} holds no publication times "
+                                  "(build or update it with --notes)")
+            fresh, _accepted = self._fresh.get(served.version, published, plan.published_after_ms)
+        selector = build_selector(excluded_labels, fresh)
+        nprobe = plan.nprobe or self.config.nprobe
         position = {note_id: i for i, note_id in enumerate(plan.queries)}
         weights = recency_weights([position[note_id] for note_id in lookup.found_ids], self.config.recency_half_life)
-        merged = merge(labels, scores, labels >= 0, self.config.merge, plan.k + len(plan.excluded), weights)
-        keep = np.ones(len(merged), dtype=bool)
-        if plan.excluded:
-            excluded_labels = [label for label in map(index.ids.id_of, plan.excluded) if label is not None]
-            keep = ~np.isin(merged.keys, np.asarray(excluded_labels, dtype=np.int64))
-        kept = np.flatnonzero(keep)[:plan.k]
+        shallow = self._shallow_k(plan, len(lookup.found_ids))
+        scores, labels = self._search(index, lookup.vectors, shallow, nprobe, selector.selector, cpu)
+        ensure_active(context)
+        started = time.thread_time()
+        merged = merge(labels, scores, labels >= 0, self.config.merge, plan.k, weights)
+        if shallow < plan.per_query_k:
+            deeper = self._saturated_rows(scores, labels, weights, merged, plan.k)
+            if deeper.size:  # rows whose unseen neighbours could still enter the top k: search them deeper
+                self.metrics.deeper_searches.inc(int(deeper.size))
+                cpu["merge"] = time.thread_time() - started
+                deep_scores, deep_labels = self._search(index, lookup.vectors[deeper], plan.per_query_k, nprobe,
+                                                        selector.selector, cpu)
+                started = time.thread_time() - cpu["merge"]
+                scores, labels = widen(scores, labels, plan.per_query_k)
+                scores[deeper], labels[deeper] = deep_scores, deep_labels
+                merged = merge(labels, scores, labels >= 0, self.config.merge, plan.k, weights)
+        merged_at = time.thread_time()
+        cpu["merge"] = merged_at - started
+        kept = slice(0, min(len(merged), plan.k))
         note_ids = index.ids.note_ids_of(merged.keys[kept]).tolist()
         found_ids = lookup.found_ids
         add = response.notes.add
         for note_id, score, source in zip(note_ids, merged.scores[kept].tolist(), merged.sources[kept].tolist()):
             add(note_id=note_id, score=score, source_note_id=found_ids[source])
+        cpu["response"] = time.thread_time() - merged_at
+        self.metrics.stage_cpu(cpu)
         return response
 
-    def _search(self, index, vectors: np.ndarray, per_query_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """One batched search with per-call nprobe (never set on the shared index, which races)."""
+    def _shallow_k(self, plan: RecallPlan, rows: int) -> int:
+        """Neighbours fetched per history note on the first pass of a ``max`` merge.
+
+        A merge of many history notes takes a few notes from each (k 200 over 50 notes: about 4),
+        but a FAISS search pays for its k-deep result heaps on every query: 50 queries x k 200 cost
+        2.5x what 50 x 20 do at nprobe 1. So the first pass asks for ``max(32, 2 k / rows)``, and only
+        the rows that could hold more of the top k are searched again at full depth.
+        """
+        if self.config.merge != "max" or rows <= 1:
+            return plan.per_query_k
+        return min(plan.per_query_k, max(SHALLOW_MIN, -(-2 * plan.k // rows)))
+
+    @staticmethod
+    def _saturated_rows(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, merged, k: int) -> np.ndarray:
+        """Rows that returned a full list whose last (weighted) score still reaches the merged top k.
+
+        Any neighbour a row did not return scores at most its last returned one, so a row whose last
+        score is below the k-th merged score (or whose list is not full: the probed lists hold no
+        more) cannot change the result; the others are searched again at full depth, which keeps
+        the merge exact.
+        """
+        full = labels[:, -1] >= 0
+        if not full.any():
+            return np.empty(0, dtype=np.int64)
+        threshold = merged.scores[k - 1] if len(merged) >= k else -np.inf
+        return np.flatnonzero(full & (scores[:, -1] * weights >= threshold))
+
+    def _search(self, index, vectors: np.ndarray, per_query_k: int, nprobe: int | None,
+                selector, cpu: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
+        """One batched search with per-call nprobe and filters (never set on the shared index, which races)."""
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         if self.config.search_mode == "batched":
-            return index.search_labels(vectors, per_query_k, nprobe=self.config.nprobe)
-        parts = [index.search_labels(vectors[row:row + 1], per_query_k, nprobe=self.config.nprobe)
+            return index.search_labels(vectors, per_query_k, nprobe=nprobe, selector=selector, timings=cpu)
+        parts = [index.search_labels(vectors[row:row + 1], per_query_k, nprobe=nprobe, selector=selector,
+                                     timings=cpu)
                  for row in range(len(vectors))]
         return np.vstack([scores for scores, _ in parts]), np.vstack([labels for _, labels in parts])
 
@@ -177,6 +298,17 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
             if MODEL_VERSION_MISMATCH is not None and isinstance(exc, MODEL_VERSION_MISMATCH):
                 raise RecallAbort(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
             raise
+
+
+SHALLOW_MIN = 32
+
+
+def widen(scores: np.ndarray, labels: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Search results padded on the right to ``width`` columns (score -inf, label -1)."""
+    wide_scores = np.full((scores.shape[0], width), -np.inf, dtype=np.float32)
+    wide_labels = np.full((labels.shape[0], width), -1, dtype=np.int64)
+    wide_scores[:, :scores.shape[1]], wide_labels[:, :labels.shape[1]] = scores, labels
+    return wide_scores, wide_labels
 
 
 def ensure_active(context) -> None:

@@ -88,3 +88,43 @@ def test_too_few_vectors_for_the_lists_is_an_input_error(corpus):
     embeddings = from_arrays(corpus.note_ids[:20], corpus.vectors[:20], "m")
     with pytest.raises(InputError, match="cannot train 64 lists on 20 vectors"):
         build(embeddings, BuildConfig(nlist=64))
+
+
+@pytest.mark.parametrize("target", [0.9, 0.99])
+def test_default_nprobe_is_the_smallest_that_reaches_the_target_merged_recall(target):
+    """Checked against an independent brute-force merged recall at the chosen nprobe and the one below it."""
+    from index.calibrate import CANDIDATES
+    from index.search import search_parameters
+
+    from .conftest import clustered
+
+    rng = np.random.default_rng(5)
+    vectors = clustered(rng, 6000, clusters=60, spread=1.0)
+    embeddings = from_arrays([f"n{i}" for i in range(len(vectors))], vectors, "m")
+    config = BuildConfig(nlist=64, target_recall=target, calibration_k=50, calibration_history=10)
+    result = build(embeddings, config)
+    chosen = result.default_nprobe
+    assert result.calibration is not None and result.calibration.recall >= target
+
+    histories = [np.random.default_rng(99 + h).choice(len(vectors), 10, replace=False) for h in range(30)]
+    index = result.contents.index  # ids are the rows here
+
+    def merged_recall(nprobe: int) -> float:
+        recalls = []
+        for rows in histories:
+            exact = (vectors[rows] @ vectors.T).max(axis=0)
+            exact[rows] = -np.inf
+            truth = set(np.argsort(-exact)[:50].tolist())
+            scores, found = index.search(vectors[rows], 60, params=search_parameters(index, nprobe))
+            best: dict[int, float] = {}
+            for score, label in zip(scores.ravel().tolist(), found.ravel().tolist()):
+                if label >= 0 and label not in rows and score > best.get(label, -np.inf):
+                    best[label] = score
+            top = sorted(best, key=lambda label: -best[label])[:50]
+            recalls.append(len(truth & set(top)) / 50)
+        return float(np.mean(recalls))
+
+    assert merged_recall(chosen) >= target - 0.03  # other histories: within sampling error
+    lower = [c for c in CANDIDATES if c < chosen]
+    assert lower, "the data must need more than one list, or the test shows nothing"
+    assert merged_recall(lower[-1]) < target + 0.03

@@ -132,3 +132,31 @@ def test_empty_and_invalid_input():
         merge(keys, scores, np.ones(keys.shape, bool), "avg", 5)
     with pytest.raises(ValueError, match="2-D shape"):
         merge(keys[0], scores[0], np.ones(2, bool), "max", 5)
+
+
+def test_max_fast_path_equals_the_full_merge():
+    """The best-entries shortcut of ``max`` must give what the full factorize-and-sort merge gives."""
+    from recall_server import merge as merge_module
+
+    rng = np.random.default_rng(11)
+    shortcut = merge_module._max_from_best_entries
+    used = 0
+    for trial in range(200):
+        rows, width = int(rng.integers(1, 60)), int(rng.integers(1, 80))
+        keys = rng.integers(0, int(rng.integers(5, 3000)), (rows, width)).astype(np.int64)
+        scores = -np.sort(-rng.random((rows, width)).astype(np.float32), axis=1)
+        if trial % 3 == 0:
+            scores = np.round(scores, 1)  # many ties
+        valid = rng.random((rows, width)) > 0.1
+        limit = int(rng.integers(1, 100))
+        fast = merge_module.merge(keys, scores, valid, "max", limit)
+        used += shortcut(keys, scores, valid, limit) is not None
+        merge_module._max_from_best_entries = lambda *args: None
+        try:
+            full = merge_module.merge(keys, scores, valid, "max", limit)
+        finally:
+            merge_module._max_from_best_entries = shortcut
+        np.testing.assert_array_equal(fast.keys, full.keys)
+        np.testing.assert_array_equal(fast.scores, full.scores)
+        np.testing.assert_array_equal(fast.sources, full.sources)
+    assert used > 50  # the shortcut was taken, not only the fallback

@@ -9,6 +9,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from recall_server.auth import bearer_token
+from recall_server.stubs import recall_pb2
 
 from .conftest import server_config
 
@@ -78,3 +79,82 @@ def test_metrics_endpoint_counts_requests_errors_and_the_index(corpus, start_ser
     assert f'i2i_recall_index_info{{index_version="{corpus.version}",model_version="m1"}} 1.0' in text
     assert 'i2i_recall_index_reloads_total{outcome="ok"} 1.0' in text
     assert "i2i_recall_missing_history_total 1.0" in text
+
+
+@pytest.mark.parametrize("payload, what", [
+    (b"\xff\xff\xff\xff", "garbage"),
+    (recall_pb2.RecallRequest(user_id="u", history=["n001", "n002"], k=5).SerializeToString()[:-4], "truncated"),
+    (b"\x12\x02\xff\xfe\x18\x05", "invalid UTF-8 in history"),
+])
+def test_malformed_request_bytes_are_invalid_argument_and_counted(corpus, start_server, payload, what):
+    running = start_server(server_config(corpus, metrics_port=0))
+    with grpc.insecure_channel(running.target) as channel:
+        raw = channel.unary_unary("/i2i.v1.RecallService/Recall", request_serializer=None,
+                                  response_deserializer=None)
+        with pytest.raises(grpc.RpcError) as caught:
+            raw(payload, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, what
+        assert "not a valid i2i.v1.RecallRequest" in caught.value.details()
+        good = recall_pb2.RecallRequest(history=["n001"], k=3).SerializeToString()
+        answer = recall_pb2.RecallResponse.FromString(raw(good, timeout=5))  # the same raw path still serves
+        assert len(answer.notes) == 3
+    text = urllib.request.urlopen(f"http://127.0.0.1:{running.server.metrics_port}/metrics", timeout=5).read().decode()
+    assert "i2i_recall_malformed_requests_total 1.0" in text
+    assert 'i2i_recall_errors_total{code="INVALID_ARGUMENT"} 1.0' in text
+    assert 'i2i_recall_requests_total{code="OK"} 1.0' in text
+
+
+def scrape(running) -> str:
+    return urllib.request.urlopen(f"http://127.0.0.1:{running.server.metrics_port}/metrics", timeout=5).read().decode()
+
+
+def test_standard_grpc_server_metrics_count_every_method_and_code(corpus, start_server, tmp_path):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("secret\n")
+    running = start_server(server_config(corpus, metrics_port=0, max_k=10, auth_tokens=("secret",)))
+    client = running.client(token="secret")
+    client.recall(["n001"], k=5)
+    client.recall(["n002"], k=5)
+    with pytest.raises(grpc.RpcError):
+        client.recall(["n001"], k=11)
+    with pytest.raises(grpc.RpcError):
+        running.client().recall(["n001"], k=5)  # no token
+    with grpc.insecure_channel(running.target) as channel:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
+    text = scrape(running)
+    recall = 'grpc_method="Recall",grpc_service="i2i.v1.RecallService",grpc_type="unary"'
+    assert f"grpc_server_started_total{{{recall}}} 4.0" in text
+    assert f'grpc_server_handled_total{{grpc_code="OK",{recall}}} 2.0' in text
+    assert f'grpc_server_handled_total{{grpc_code="INVALID_ARGUMENT",{recall}}} 1.0' in text
+    assert f'grpc_server_handled_total{{grpc_code="UNAUTHENTICATED",{recall}}} 1.0' in text
+    assert f"grpc_server_handling_seconds_count{{{recall}}} 4.0" in text
+    health = 'grpc_method="Check",grpc_service="grpc.health.v1.Health",grpc_type="unary"'
+    assert f'grpc_server_handled_total{{grpc_code="OK",{health}}} 1.0' in text
+    assert 'i2i_recall_requests_total{code="OK"} 2.0' in text  # the project's own, beside them
+
+
+def test_freshness_gauges_follow_the_table(corpus, start_server):
+    import time
+
+    from embedding.table import open_table
+
+    before = time.time()
+    running = start_server(server_config(corpus, metrics_port=0, freshness_interval_seconds=0.1))
+    deadline = time.time() + 10
+    while "i2i_recall_table_notes_not_indexed 0.0" not in scrape(running) and time.time() < deadline:
+        time.sleep(0.05)
+    text = scrape(running)
+    assert "i2i_recall_table_notes_not_indexed 0.0" in text
+    values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+              if line.startswith("i2i_recall_") and " " in line}
+    assert 0 <= values["i2i_recall_index_age_seconds"] < 120
+    newest = values["i2i_recall_index_newest_embedded_at_seconds"]
+    assert before - 120 < newest <= values["i2i_recall_index_created_timestamp_seconds"] + 1
+    rng = __import__("numpy").random.default_rng(3)
+    fresh = rng.standard_normal((5, corpus.vectors.shape[1])).astype("float32")
+    with open_table(corpus.table_url) as table:
+        table.put_many([f"new{i}" for i in range(5)], fresh, "m1")
+    deadline = time.time() + 10
+    while "i2i_recall_table_notes_not_indexed 5.0" not in scrape(running) and time.time() < deadline:
+        time.sleep(0.05)
+    assert "i2i_recall_table_notes_not_indexed 5.0" in scrape(running)

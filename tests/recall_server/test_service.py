@@ -1,10 +1,13 @@
 """RecallService over a real gRPC channel: exact top-k, merging, exclusion, limits and error codes."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import grpc
 import numpy as np
 import pytest
 
+from embedding.table import open_table
 from recall_server.service import plan_request
 from recall_server.stubs import recall_pb2
 
@@ -89,6 +92,38 @@ def test_long_history_keeps_the_most_recent_notes(corpus, start_server):
     assert running.server.metrics.value("i2i_recall_history_truncated_total") == 1
 
 
+def test_history_beyond_max_history_is_still_excluded(corpus, start_server):
+    """Only the most recent max_history notes are searched, but every history note is left out."""
+    running = start_server(server_config(corpus, max_history=3))
+    history = [f"n{i:03d}" for i in range(40, 52)]  # 12 notes, 9 beyond the limit
+    everything = len(corpus.note_ids)
+    response = running.client().recall(history, k=everything)
+    returned = [note.note_id for note in response.notes]
+    assert not set(returned) & set(history)
+    assert len(returned) == everything - len(history)  # all the rest, each once
+    assert {note.source_note_id for note in response.notes} <= set(history[:3])
+    assert returned[:30] == [n for n, _, _ in brute_force(corpus, history[:3], 45) if n not in history][:30]
+
+
+def test_history_note_in_the_index_but_not_in_the_table_is_still_excluded(corpus, start_server, tmp_path):
+    """A note whose embedding is gone from the table is still in the index: it must not come back."""
+    gone = "n061"
+    table_url = f"parquet:{tmp_path / 'partial-table'}"
+    keep = [i for i, note_id in enumerate(corpus.note_ids) if note_id != gone]
+    with open_table(table_url) as table:
+        table.put_many([corpus.note_ids[i] for i in keep], corpus.vectors[keep], "m1")
+    config = replace(server_config(corpus), table_url=table_url)
+    history = ["n060", gone]
+    response = start_server(config).client().recall(history, k=len(corpus.note_ids))
+    returned = [note.note_id for note in response.notes]
+    assert list(response.missing_history) == [gone]
+    assert gone not in returned and "n060" not in returned
+    assert len(returned) == len(corpus.note_ids) - 2
+    # The control: without exclusion the index does return it.
+    kept = start_server(config).client().recall(history, k=len(corpus.note_ids), exclude_history=False)
+    assert gone in {note.note_id for note in kept.notes}
+
+
 @pytest.mark.parametrize(("history", "k", "per_query_k", "message"), [
     ([], 5, 0, "history is empty"),
     (["n001"], 0, 0, "k must be positive, got 0"),
@@ -135,7 +170,7 @@ def test_default_per_query_k_makes_max_merging_exact():
     config = ServerConfig(index_dir=".", table_url="parquet:x")
     request = recall_pb2.RecallRequest(history=["a", "b", "a"], k=10)
     plan = plan_request(request, config)
-    assert plan.queries == ["a", "b"] and plan.excluded == {"a", "b"} and plan.per_query_k == 12
+    assert plan.queries == ["a", "b"] and plan.excluded == {"a", "b"} and plan.per_query_k == 10
     request.exclude_history = False
     assert plan_request(request, config).per_query_k == 10
 
@@ -146,3 +181,17 @@ def test_per_note_search_mode_returns_the_same_results(corpus, start_server):
     per_note = start_server(server_config(corpus, search_mode="per_note")).client().recall(history, k=30)
     assert [n.note_id for n in per_note.notes] == [n.note_id for n in batched.notes]
     assert [n.source_note_id for n in per_note.notes] == [n.source_note_id for n in batched.notes]
+
+
+def test_shallow_first_pass_with_deeper_rows_stays_exact(corpus, start_server):
+    """k much larger than 2k/history: the first pass is shallow and saturated rows are searched again."""
+    running = start_server(server_config(corpus))
+    client = running.client()
+    for history, k in ((["n090", "n091", "n092", "n093", "n094", "n095", "n096", "n097"], 150),
+                       (["n120", "n121", "n122"], 280), ([f"n{i:03d}" for i in range(200, 240)], 60),
+                       ([f"n{i:03d}" for i in range(250, 260)], 285)):
+        response = client.recall(history, k=k)
+        expected = brute_force(corpus, history, k)
+        assert [note.note_id for note in response.notes] == [note_id for note_id, _, _ in expected]
+        assert [note.source_note_id for note in response.notes] == [source for _, _, source in expected]
+    assert running.server.metrics.value("i2i_recall_deeper_searches_total") > 0  # the second pass ran
