@@ -36,8 +36,6 @@ from apache_beam.transforms.sideinputs import SideInputMap
 from apache_beam.utils.windowed_value import WindowedValue
 
 log = logging.getLogger(__name__)
-RUNNER_NAMES = ("dask", "daskrunner", "fixeddaskrunner")
-RUNNER_PATH = "pipelines.dask_runner.FixedDaskRunner"
 
 
 class _TagReceiver(Receiver):
@@ -60,7 +58,8 @@ class _TagReceivers(dict):
         return receiver
 
 
-def _run_bundle(items, transform: ParDo, label: str, window_fn, side_views: list, *side_values: list) -> list:
+def _run_bundle(items, fn: DoFn, args: tuple, kwargs: dict, label: str, window_fn, side_views: list,
+                *side_values: list) -> list:
     """One dask partition = one bundle: setup, start, process each element, finish, teardown.
 
     ``side_values`` are the side inputs' whole contents, computed once as dependencies of the task.
@@ -68,12 +67,11 @@ def _run_bundle(items, transform: ParDo, label: str, window_fn, side_views: list
     receivers = _TagReceivers()
     side_inputs = [SideInputMap(view, options, [get_windowed_value(v, None) for v in values])
                    for (view, options), values in zip(side_views, side_values)] or None
-    args, kwargs = transform.args, transform.kwargs  # side inputs as placeholders
     handler = _OutputHandler(window_fn=window_fn, main_receivers=receivers[None], tagged_receivers=receivers,
                              per_element_output_counter=None, output_batch_converter=None,
                              process_yields_batches=False, process_batch_yields_elements=False)
     invoker = DoFnInvoker.create_invoker(
-        DoFnSignature(transform.fn), handler, context=DoFnContext(label, state=None), side_inputs=side_inputs,
+        DoFnSignature(fn), handler, context=DoFnContext(label, state=None), side_inputs=side_inputs,
         input_args=list(args), input_kwargs=kwargs, user_state_context=None,
         bundle_finalizer_param=DoFn.BundleFinalizerParam())
     invoker.invoke_setup()
@@ -83,6 +81,24 @@ def _run_bundle(items, transform: ParDo, label: str, window_fn, side_views: list
     invoker.invoke_finish_bundle()
     invoker.invoke_teardown()
     return receivers.values
+
+
+def _select(items, tag) -> list:
+    """The values of one output of a multi-output bundle."""
+    return [value for item_tag, value in items if item_tag == tag]
+
+
+def _values(items) -> list:
+    return [value for _, value in items]
+
+
+def _key(item):
+    return item[0]
+
+
+def _grouped(groups) -> list:
+    """(key, [(key, value), ...]) from dask's groupby -> Beam's (key, [value, ...])."""
+    return [(key, [item[1] for item in items]) for key, items in groups]
 
 
 def _concat(lists) -> list:
@@ -115,16 +131,18 @@ class _BagVisitor(PipelineVisitor):
             window_fn = main.windowing.windowfn if hasattr(main, "windowing") else None
             side_views = [(type(si), si._view_options()) for si in node.side_inputs]
             side_values = [self._input(si.pvalue).reduction(list, _concat) for si in node.side_inputs]
-            tagged = self._input(inputs[0]).map_partitions(_run_bundle, transform, node.full_label, window_fn,
+            # The DoFn and its arguments only (side inputs as placeholders), not the applied transform.
+            tagged = self._input(inputs[0]).map_partitions(_run_bundle, transform.fn, tuple(transform.args),
+                                                           dict(transform.kwargs), node.full_label, window_fn,
                                                            side_views, *side_values)
             for tag, pcoll in node.outputs.items():
-                self.bags[pcoll] = tagged.filter(lambda item, tag=tag: item[0] == tag).map(lambda item: item[1])
+                self.bags[pcoll] = tagged.map_partitions(_select, tag) if len(node.outputs) > 1 else \
+                    tagged.map_partitions(_values)
             return
         elif isinstance(transform, _GroupByKeyOnly):
             source = self._input(inputs[0])
-            bag = source.groupby(lambda item: item[0], shuffle="tasks",
-                                 npartitions=max(source.npartitions, self.shuffle_partitions)).map(
-                lambda group: (group[0], [item[1] for item in group[1]]))
+            bag = source.groupby(_key, shuffle="tasks",
+                                 npartitions=max(source.npartitions, self.shuffle_partitions)).map_partitions(_grouped)
         elif isinstance(transform, _Flatten):
             parts = [self._input(p) for p in inputs]
             bag = db.concat(parts) if parts else db.from_sequence([], npartitions=1)
@@ -192,10 +210,6 @@ class FixedDaskRunner(DaskRunner):
         futures = client.compute(leaves, optimize_graph=False)
         keys = frozenset(str(key) for leaf in leaves for key in leaf.__dask_graph__().keys())
         return FixedDaskRunnerResult(client, futures, keys=keys)
-
-
-def is_dask_runner(name: str | None) -> bool:
-    return bool(name) and name.lower().rsplit(".", 1)[-1] in RUNNER_NAMES
 
 
 @contextlib.contextmanager

@@ -11,6 +11,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from i2i.errors import InputError
 
 DEFAULT_RUNNER = "DirectRunner"
+DASK_RUNNER_NAMES = ("dask", "daskrunner", "fixeddaskrunner")
+DASK_RUNNER_PATH = "pipelines.dask_runner.FixedDaskRunner"
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -42,6 +44,10 @@ def dask_address(text: str) -> str:
     return text if "://" in text else f"tcp://{text}"
 
 
+def is_dask_runner(name: str | None) -> bool:
+    return bool(name) and name.lower().rsplit(".", 1)[-1] in DASK_RUNNER_NAMES
+
+
 def add_runner_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``--runner=dask`` (Beam's DaskRunner with the fixes of ``pipelines.dask_runner``)."""
     parser.add_argument("--dask-address", type=dask_address, metavar="HOST:PORT",
@@ -57,8 +63,6 @@ def job_options(args: argparse.Namespace, beam_args: list[str]) -> Iterator[Pipe
 
     Without ``--dask-address`` a LocalCluster of ``--dask-workers`` processes lives as long as the block.
     """
-    from pipelines.dask_runner import RUNNER_PATH, is_dask_runner, local_cluster
-
     options = beam_options(beam_args)
     standard = options.view_as(StandardOptions)
     address, workers = getattr(args, "dask_address", None), getattr(args, "dask_workers", None)
@@ -69,12 +73,14 @@ def job_options(args: argparse.Namespace, beam_args: list[str]) -> Iterator[Pipe
         return
     if address and workers:
         raise InputError("--dask-workers starts a local cluster; it cannot be combined with --dask-address")
+    from pipelines.dask_runner import local_cluster  # dask is imported only by jobs that run on it
+
     if options.get_all_options().get("address"):
         raise InputError("name the Dask scheduler with --dask-address, not --dask_client_address")
     with contextlib.ExitStack() as stack:
         if not address:
             address = stack.enter_context(local_cluster(workers or 2))
-        yield PipelineOptions([*beam_args, f"--runner={RUNNER_PATH}", f"--dask_client_address={address}"])
+        yield PipelineOptions([*beam_args, f"--runner={DASK_RUNNER_PATH}", f"--dask_client_address={address}"])
 
 
 def positive_int(text: str) -> int:
