@@ -237,6 +237,9 @@ def main() -> None:
     p.add_argument("--work", help="working directory (default: a temporary one); generated events are reused")
     p.add_argument("--plot", help="write the cost curves as a PNG here")
     p.add_argument("--json", help="write the figures as JSON here")
+    p.add_argument("--merge", action="append", default=[],
+                   help="figures (--json) of an earlier run to put in the table and plot too, e.g. a larger "
+                        "size measured on fewer runners")
     p.add_argument("--duckdb-only", nargs=2, metavar=("EVENTS", "OUT"), help=argparse.SUPPRESS)
     args, beam_args = p.parse_known_args()
     beam_args = [a for a in beam_args if a != "--"]
@@ -253,11 +256,14 @@ def main() -> None:
         print(f"bench lock {LOCK} held; {load()}; {os.cpu_count()} CPUs", flush=True)
         for size in args.events:
             results += measure(size, args, beam_args, work)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    for path in args.merge:
+        results += json.loads(Path(path).read_text())
+    results.sort(key=lambda r: (r["events"], list(RUNNERS).index(r["job"]) + 1 if r["job"] in RUNNERS else 0))
     print(f"\n{'events':>10} {'job':<8} {'wall s':>8} {'peak MiB':>9} {'x DuckDB':>9}")
     for r in results:
         print(f"{r['events']:>10} {r['job']:<8} {r['wall_s']:>8.2f} {r['peak_mib']:>9.0f} {r['ratio']:>8.2f}x")
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2))
     if args.plot:
         plot(results, args.plot)
 
