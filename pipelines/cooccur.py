@@ -67,6 +67,15 @@ def build(pipeline: beam.Pipeline, files: list[str], output: RunOutput, config: 
     )
 
 
+def check_event_counts(counts: dict) -> None:
+    """Every valid event must reach the pair step (kept or dropped by the cap); a runner that lost
+    elements in a shuffle fails the job here, before the output is published."""
+    valid, kept, capped = (int(counts.get(name, 0)) for name in ("valid", "kept_events", "capped_events"))
+    if kept + capped != valid:
+        raise RuntimeError(f"the runner lost events between reading and pairing: {valid} valid, but "
+                           f"{kept} kept + {capped} dropped by the cap = {kept + capped}; output not published")
+
+
 def run(argv: list[str] | None = None) -> dict:
     """Runs the job; returns the summary written to DIR/_SUMMARY.json."""
     args, beam_args = parser().parse_known_args(argv)
@@ -85,6 +94,7 @@ def run(argv: list[str] | None = None) -> dict:
         for name, schema in (("scores", SCORES), ("related", RELATED), ("dead_letter", DEAD_LETTER)):
             output.ensure_table(name, schema)
         counts = output.take_json(COUNTS_FILE)
+        check_event_counts(counts)
         summary = {
             "job": "cooccur",
             "events": args.events,
@@ -96,7 +106,7 @@ def run(argv: list[str] | None = None) -> dict:
                        "shards": config.shards, "validate_each_record": args.validate_each_record},
             "counts": {name: int(counts.get(name, 0)) for name in
                        ("input", "valid", "dead_lettered", "users", "capped_users", "kept_events",
-                        "user_pairs", "pairs", "related_rows")},
+                        "capped_events", "user_pairs", "pairs", "related_rows")},
             "timings_s": {"pipeline": round(finished - started, 3)},
         }
         summary["timings_s"]["total"] = round(time.time() - started, 3)

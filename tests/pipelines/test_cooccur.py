@@ -15,7 +15,7 @@ from i2i.cli import main as i2i_main
 from i2i.errors import InputError
 from i2i.io import read_table
 from i2i.schemas import validate
-from pipelines.cooccur import run
+from pipelines.cooccur import check_event_counts, run
 from tests.pipelines.cooccur_reference import (T0, reference_related, reference_scores, related_rows, scores_dict,
                                                write_jsonl, write_parquet_events)
 
@@ -168,3 +168,9 @@ def test_next_publish_removes_what_killed_runs_left(tmp_path, beam_args):
     (tmp_path / ".other.staging-0123456789ab").mkdir()  # another output's: not ours to remove
     run(["--events", str(events), "--out", str(out), *beam_args])
     assert sorted(p.name for p in tmp_path.iterdir()) == [".other.staging-0123456789ab", "events", "out"]
+
+
+def test_events_lost_by_a_runner_fail_the_job():
+    check_event_counts({"valid": 10, "kept_events": 7, "capped_events": 3})
+    with pytest.raises(RuntimeError, match="lost events between reading and pairing: 10 valid, but 6 kept"):
+        check_event_counts({"valid": 10, "kept_events": 6, "capped_events": 3})
