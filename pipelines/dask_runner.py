@@ -6,14 +6,18 @@ Beam's ``apache_beam.runners.dask.DaskRunner`` (2.77) translates a pipeline into
   them (the jobs' ``counts`` and dead-letter outputs would reach the main consumers);
 - only the bag of the last transform is computed, so with several sinks only one branch runs;
 - ``Create`` packs up to 128 elements in one partition and ``Reshuffle`` does nothing, so a job
-  reading a few files runs in one bundle on one worker.
+  reading a few files runs in one bundle on one worker;
+- side inputs reach the DoFn as the raw ``AsList``/``AsSingleton`` objects (and each task would
+  recompute the side input's whole upstream graph), so ``CombineGlobally`` fails.
 
 ``FixedDaskRunner`` keeps one bag per PCollection (a multi-output ParDo's bag holds
-(tag, value) pairs, filtered per output), computes every leaf of the graph in one call (shared
-upstream bags run once) without dask's bag optimisation (it fuses one lazy partition into several
-consumers, and all but the first then see it empty), makes one bundle per created element and gives each GroupByKey at
-least as many partitions as the cluster has worker threads. It covers what the jobs use:
-Create, ParDo (with side inputs), GroupByKey and Flatten in the global window.
+(tag, value) pairs, selected per output); computes every leaf of the graph in one call (shared
+upstream bags run once), without dask's bag optimisation (it fuses one lazy partition into
+several consumers, and all but the first then see it empty); makes one bundle per created
+element and gives each GroupByKey at least as many partitions as the cluster has worker threads;
+passes side inputs as task dependencies, computed once. It covers what the jobs use: Create,
+ParDo (with side inputs), GroupByKey, Flatten and Reshuffle in the global window, and refuses
+other primitives.
 """
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ from apache_beam import pvalue
 from apache_beam.pipeline import AppliedPTransform, PipelineVisitor
 from apache_beam.runners.common import DoFnContext, DoFnInvoker, DoFnSignature, Receiver, _OutputHandler
 from apache_beam.runners.dask.dask_runner import DaskOptions, DaskRunner, DaskRunnerResult
-from apache_beam.runners.dask.overrides import _Create, _Flatten, _GroupByKeyOnly, dask_overrides
+from apache_beam.runners.dask.overrides import _Create, _Flatten, _GroupByKeyOnly, _Reshuffle, dask_overrides
 from apache_beam.runners.dask.transform_evaluator import get_windowed_value
 from apache_beam.runners.runner import PipelineState
 from apache_beam.transforms.core import DoFn, ParDo
@@ -146,7 +150,7 @@ class _BagVisitor(PipelineVisitor):
         elif isinstance(transform, _Flatten):
             parts = [self._input(p) for p in inputs]
             bag = db.concat(parts) if parts else db.from_sequence([], npartitions=1)
-        elif len(inputs) == 1:  # the dask overrides' no-op primitives (Reshuffle, Read wrappers)
+        elif isinstance(transform, _Reshuffle):  # bundles are already spread (see Create, GroupByKey)
             bag = self._input(inputs[0])
         else:
             raise NotImplementedError(f"FixedDaskRunner cannot run {type(transform).__name__} ({node.full_label})")
@@ -176,7 +180,6 @@ class FixedDaskRunnerResult(DaskRunnerResult):
         finally:
             if self.owns_client and self._state in (PipelineState.DONE, PipelineState.FAILED):
                 self.client.close()
-
 
     def _settle(self) -> None:
         """Waits (bounded) until no task of the job still runs, so none writes after the job has failed."""
