@@ -8,6 +8,10 @@ Prints, measured in the same run on the same notes:
     redis-server started on a free loopback port (or ``--redis-url``).
 
     python bench/embed_bench.py [--notes 512] [--checkpoint DIR] [--device cpu|cuda] [--batch-size N]
+    python bench/embed_bench.py --batch-sizes 1,4,16,64 [--plot docs/embed_batch.png] --skip-redis
+
+With ``--batch-sizes`` it sweeps the batch size instead: notes/s of the bare loop and of the job
+at each size, on the same notes and model, best of ``--rounds`` interleaved rounds.
 """
 from __future__ import annotations
 
@@ -44,38 +48,90 @@ def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
     sys.exit("redis-server did not start")
 
 
-def bench_job(args, workdir: Path) -> None:
+def _setup(args, workdir: Path):
+    """The encoder, the notes (also written as a notes table) and the checkpoint directory."""
     from embedding.checkpoint import load_encoder
-    from embedding.embed_job import EmbedJobConfig, run_embed_job
     from embedding.testing import make_notes, make_tiny_checkpoint, notes_table
     from i2i.io import write_table
 
     checkpoint = args.checkpoint or make_tiny_checkpoint(str(workdir / "checkpoint"))
     encoder = load_encoder(checkpoint, device=args.device)
-    args.batch_size = args.batch_size or encoder.default_batch_size
     notes = make_notes(args.notes, groups=16)
     for i, note in enumerate(notes):  # lengths vary as in real notes, so sorting by length matters
         note["content"] = " ".join([note["content"]] * (1 + i % 7))
     write_table(notes_table(notes), workdir / "notes")
-    encoder.encode(notes[: args.batch_size], batch_size=args.batch_size)  # warm-up
-    print(f"model {encoder.model_version} dim={encoder.dim} device={encoder.device} "
-          f"notes={len(notes)} batch={args.batch_size}")
+    return encoder, notes, checkpoint
+
+
+def _timed_rounds(encoder, notes, checkpoint: str, workdir: Path, batch_size: int, rounds: int,
+                  chunk_size: int, tag: str) -> tuple[float, float]:
+    """Best bare-loop and best job seconds over interleaved rounds (fair on a busy machine)."""
+    from embedding.embed_job import EmbedJobConfig, run_embed_job
+
     bare_times, job_times = [], []
-    for round_ in range(args.rounds):  # interleaved rounds, best of each: fair on a busy machine
+    for round_ in range(rounds):
         started = time.perf_counter()
-        encoder.encode(notes, batch_size=args.batch_size)
+        encoder.encode(notes, batch_size=batch_size)
         if encoder.device.type == "cuda":
             import torch
 
             torch.cuda.synchronize()
         bare_times.append(time.perf_counter() - started)
         config = EmbedJobConfig(notes=str(workdir / "notes"), checkpoint=checkpoint,
-                                table=f"parquet:{workdir}/emb-{round_}", batch_size=args.batch_size,
-                                chunk_size=args.chunk_size, progress=False, compact=False)
+                                table=f"parquet:{workdir}/emb-{tag}-{round_}", batch_size=batch_size,
+                                chunk_size=chunk_size, progress=False, compact=False)
         summary = run_embed_job(config, encoder=encoder)
         assert summary.embedded == len(notes)
         job_times.append(summary.seconds)
-    bare, job = min(bare_times), min(job_times)
+    return min(bare_times), min(job_times)
+
+
+def bench_batch_sizes(args, workdir: Path) -> None:
+    encoder, notes, checkpoint = _setup(args, workdir)
+    encoder.encode(notes[: max(args.batch_sizes)], batch_size=max(args.batch_sizes))  # warm-up
+    print(f"model {encoder.model_version} dim={encoder.dim} device={encoder.device} notes={len(notes)} "
+          f"threads={__import__('torch').get_num_threads()} {_load()}")
+    print(f"{'batch':>6} {'bare notes/s':>13} {'job notes/s':>12} {'job/bare':>9}")
+    rows = []
+    for batch_size in args.batch_sizes:
+        bare, job = _timed_rounds(encoder, notes, checkpoint, workdir, batch_size, args.rounds, args.chunk_size,
+                                  f"b{batch_size}")
+        rows.append((batch_size, len(notes) / bare, len(notes) / job))
+        print(f"{batch_size:>6} {len(notes) / bare:>13.1f} {len(notes) / job:>12.1f} {job / bare:>8.3f}x", flush=True)
+    print(f"after: {_load()}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.plot([r[0] for r in rows], [r[1] for r in rows], marker="o", label="bare model loop")
+        ax.plot([r[0] for r in rows], [r[2] for r in rows], marker="o", label="i2i embed job")
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("notes/s")
+        ax.set_title(f"embedding throughput, {encoder.device} ({Path(checkpoint).name}, {len(notes)} notes)")
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=110)
+        print(f"plot -> {args.plot}")
+
+
+def _load() -> str:
+    import os
+
+    return "load average " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def bench_job(args, workdir: Path) -> None:
+    encoder, notes, checkpoint = _setup(args, workdir)
+    args.batch_size = args.batch_size or encoder.default_batch_size
+    encoder.encode(notes[: args.batch_size], batch_size=args.batch_size)  # warm-up
+    print(f"model {encoder.model_version} dim={encoder.dim} device={encoder.device} "
+          f"notes={len(notes)} batch={args.batch_size}")
+    bare, job = _timed_rounds(encoder, notes, checkpoint, workdir, args.batch_size, args.rounds, args.chunk_size, "job")
     print(f"bare model loop   {len(notes) / bare:9.1f} notes/s  ({bare:.2f} s)")
     print(f"embedding job     {len(notes) / job:9.1f} notes/s  ({job:.2f} s, Parquet chunks of {args.chunk_size})")
     print(f"job / bare time   {job / bare:9.3f}x  (target <= 1.15x)")
@@ -138,9 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=None)
     parser.add_argument("--skip-job", action="store_true")
     parser.add_argument("--skip-redis", action="store_true")
+    parser.add_argument("--batch-sizes", type=lambda text: [int(x) for x in text.split(",")],
+                        help="sweep: notes/s of the bare loop and the job at each batch size (e.g. 1,4,16,64)")
+    parser.add_argument("--plot", help="with --batch-sizes: write notes/s against batch size as a PNG here")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="embed-bench-") as tmp:
-        if not args.skip_job:
+        if args.batch_sizes:
+            bench_batch_sizes(args, Path(tmp))
+        elif not args.skip_job:
             bench_job(args, Path(tmp))
         if not args.skip_redis:
             bench_redis(args, Path(tmp))

@@ -13,7 +13,7 @@ import apache_beam as beam
 
 from i2i.errors import InputError
 from i2i.schemas import DEAD_LETTER, RELATED, SCORES
-from pipelines.options import ArgumentParser, beam_options, non_negative_float, positive_int
+from pipelines.options import ArgumentParser, add_runner_arguments, job_options, non_negative_float, positive_int
 from pipelines.paths import RunOutput, resolve_event_files
 from pipelines.read import COUNTS, DEAD_LETTER as DEAD_TAG, EVENTS_TAG, ReadEvents
 from pipelines.transforms import CombineScores, CooccurConfig, SelectRelated, UserPairPartials, WriteCounts, WriteTable
@@ -27,7 +27,8 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="i2i cooccur",
         description="Co-occurrence scores (paper eq. 2) and top-t related notes from an events table. "
-        "Unknown options are Beam pipeline options (--runner, --direct_num_workers, Flink/Dataflow options).",
+        "Unknown options are Beam pipeline options (--runner, --direct_num_workers, Flink/Dataflow options); "
+        "--runner=dask runs on a Dask cluster.",
     )
     p.add_argument("--events", required=True,
                    help="events: a .parquet/.jsonl file, a dt= partition, a table directory or a glob")
@@ -43,6 +44,7 @@ def parser() -> ArgumentParser:
                    help="call parse_event on every Parquet row instead of once per distinct value (slower, same result)")
     p.add_argument("--shards", type=positive_int, default=defaults.shards,
                    help="tables per shuffle (parallelism of the pair and score steps)")
+    add_runner_arguments(p)
     return p
 
 
@@ -65,6 +67,15 @@ def build(pipeline: beam.Pipeline, files: list[str], output: RunOutput, config: 
     )
 
 
+def check_event_counts(counts: dict) -> None:
+    """Every valid event must reach the pair step (kept or dropped by the cap); a runner that lost
+    elements in a shuffle fails the job here, before the output is published."""
+    valid, kept, capped = (int(counts.get(name, 0)) for name in ("valid", "kept_events", "capped_events"))
+    if kept + capped != valid:
+        raise RuntimeError(f"the runner lost events between reading and pairing: {valid} valid, but "
+                           f"{kept} kept + {capped} dropped by the cap = {kept + capped}; output not published")
+
+
 def run(argv: list[str] | None = None) -> dict:
     """Runs the job; returns the summary written to DIR/_SUMMARY.json."""
     args, beam_args = parser().parse_known_args(argv)
@@ -75,13 +86,15 @@ def run(argv: list[str] | None = None) -> dict:
     files = resolve_event_files(args.events, args.date)
     with RunOutput.staged_run(args.out) as output:
         log.info("cooccur: %d event files -> %s", len(files), args.out)
-        pipeline = beam.Pipeline(options=beam_options(beam_args))
-        build(pipeline, files, output, config, args.validate_each_record)
-        pipeline.run().wait_until_finish()
+        with job_options(args, beam_args) as options:
+            pipeline = beam.Pipeline(options=options)
+            build(pipeline, files, output, config, args.validate_each_record)
+            pipeline.run().wait_until_finish()
         finished = time.time()
         for name, schema in (("scores", SCORES), ("related", RELATED), ("dead_letter", DEAD_LETTER)):
             output.ensure_table(name, schema)
         counts = output.take_json(COUNTS_FILE)
+        check_event_counts(counts)
         summary = {
             "job": "cooccur",
             "events": args.events,
@@ -93,7 +106,7 @@ def run(argv: list[str] | None = None) -> dict:
                        "shards": config.shards, "validate_each_record": args.validate_each_record},
             "counts": {name: int(counts.get(name, 0)) for name in
                        ("input", "valid", "dead_lettered", "users", "capped_users", "kept_events",
-                        "user_pairs", "pairs", "related_rows")},
+                        "capped_events", "user_pairs", "pairs", "related_rows")},
             "timings_s": {"pipeline": round(finished - started, 3)},
         }
         summary["timings_s"]["total"] = round(time.time() - started, 3)

@@ -57,11 +57,12 @@ class UserStats:
     users: int = 0
     capped_users: int = 0
     kept_events: int = 0
+    capped_events: int = 0  # events dropped by the per-user cap: valid = kept_events + capped_events
     user_pairs: int = 0  # (user, A, B) memberships after the once-per-user rule
 
     def as_counts(self) -> dict[str, int]:
         return {"users": self.users, "capped_users": self.capped_users,
-                "kept_events": self.kept_events, "user_pairs": self.user_pairs}
+                "kept_events": self.kept_events, "capped_events": self.capped_events, "user_pairs": self.user_pairs}
 
 
 @dataclass
@@ -105,6 +106,7 @@ def user_pair_partials(events: pa.Table, window_seconds: float, max_events_per_u
     if not keep.all():
         user_rank, ts, note_codes, is_click = user_rank[keep], ts[keep], note_codes[keep], is_click[keep]
     stats.kept_events = len(user_rank)
+    stats.capped_events = len(user_codes) - stats.kept_events
     num_users, num_notes = stats.users, len(note_dictionary)
 
     # N_u: distinct clicked notes per user.

@@ -19,7 +19,7 @@ from apache_beam.io.filesystems import FileSystems
 from i2i.errors import InputError
 from i2i.records import parse_timestamp_ms
 from i2i.schemas import PAIRS
-from pipelines.options import ArgumentParser, beam_options, fraction, positive_int
+from pipelines.options import ArgumentParser, add_runner_arguments, job_options, fraction, positive_int
 from pipelines.pair_table import CANDIDATES, SplitConfig, assign_splits, drop_symmetric, join_notes, merge_lookups, notes_lookup
 from pipelines.paths import PARQUET_SUFFIXES, RunOutput, resolve_files
 from pipelines.read import ReadParquetTable
@@ -124,7 +124,8 @@ def parser() -> ArgumentParser:
     p = ArgumentParser(
         prog="i2i pairs",
         description="Training pairs (train/val/test) from related notes and the notes table. "
-        "Unknown options are Beam pipeline options (--runner, --direct_num_workers, Flink/Dataflow options).",
+        "Unknown options are Beam pipeline options (--runner, --direct_num_workers, Flink/Dataflow options); "
+        "--runner=dask runs on a Dask cluster.",
     )
     p.add_argument("--related", required=True,
                    help="related table (directory, file or glob), or an 'i2i cooccur' output directory")
@@ -134,6 +135,7 @@ def parser() -> ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the train/val hash")
     p.add_argument("--test-since", help="ISO-8601 time or epoch ms: pairs of notes published at or after it form the test split")
     p.add_argument("--shards", type=positive_int, default=16, help="tables per shuffle")
+    add_runner_arguments(p)
     return p
 
 
@@ -182,9 +184,10 @@ def run(argv: list[str] | None = None) -> dict:
     _check_columns(related_files[0], RELATED_COLUMNS, "related")
     _check_columns(notes_files[0], NOTES_COLUMNS, "notes")
     with RunOutput.staged_run(args.out) as output:
-        pipeline = beam.Pipeline(options=beam_options(beam_args))
-        build(pipeline, related_files, notes_files, output, config, args.shards)
-        pipeline.run().wait_until_finish()
+        with job_options(args, beam_args) as options:
+            pipeline = beam.Pipeline(options=options)
+            build(pipeline, related_files, notes_files, output, config, args.shards)
+            pipeline.run().wait_until_finish()
         finished = time.time()
         output.ensure_table("", PAIRS)
         counts = output.take_json(COUNTS_FILE)

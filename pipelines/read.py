@@ -130,8 +130,7 @@ class ReadEvents(beam.PTransform):
     def expand(self, pbegin):
         parsed = (
             pbegin
-            | "Files" >> beam.Create(self.files)
-            | "Spread" >> beam.Reshuffle()
+            | "Files" >> beam.Create(self.files)  # Create reshuffles its elements itself
             | "Parse" >> beam.ParDo(ParseEventFile(self.batch_size, self.per_record)).with_outputs(DEAD_LETTER, COUNTS, main=EVENTS_TAG)
         )
         return {EVENTS_TAG: parsed[EVENTS_TAG], DEAD_LETTER: parsed[DEAD_LETTER], COUNTS: parsed[COUNTS]}
@@ -163,6 +162,5 @@ class ReadParquetTable(beam.PTransform):
         return (
             pbegin
             | "Files" >> beam.Create(self.files)
-            | "Spread" >> beam.Reshuffle()
             | "Read" >> beam.ParDo(ReadParquetFile(self.columns))
         )

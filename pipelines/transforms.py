@@ -145,6 +145,28 @@ def _write_json(counts: dict, path: str) -> str:
     return path
 
 
+class SumCounts(beam.CombineFn):
+    """(name, n) elements -> {name: sum of n}; one global combine (lifted before the shuffle)."""
+
+    def create_accumulator(self) -> dict:
+        return {}
+
+    def add_input(self, accumulator: dict, element) -> dict:
+        name, value = element
+        accumulator[name] = accumulator.get(name, 0) + value
+        return accumulator
+
+    def merge_accumulators(self, accumulators) -> dict:
+        merged: dict = {}
+        for accumulator in accumulators:
+            for name, value in accumulator.items():
+                merged[name] = merged.get(name, 0) + value
+        return merged
+
+    def extract_output(self, accumulator: dict) -> dict:
+        return accumulator
+
+
 class WriteCounts(beam.PTransform):
     """(name, n) elements -> their sums as one JSON object at ``path`` (exact under retries)."""
 
@@ -156,7 +178,6 @@ class WriteCounts(beam.PTransform):
         path = self.path
         return (
             counts
-            | "Sum" >> beam.CombinePerKey(sum)
-            | "ToDict" >> beam.combiners.ToDict()
+            | "Sum" >> beam.CombineGlobally(SumCounts())
             | "Write" >> beam.Map(_write_json, path)
         )

@@ -15,7 +15,7 @@ from i2i.cli import main as i2i_main
 from i2i.errors import InputError
 from i2i.io import read_table
 from i2i.schemas import validate
-from pipelines.cooccur import run
+from pipelines.cooccur import check_event_counts, run
 from tests.pipelines.cooccur_reference import (T0, reference_related, reference_scores, related_rows, scores_dict,
                                                write_jsonl, write_parquet_events)
 
@@ -179,3 +179,9 @@ def test_fractional_window_seconds_on_the_command_line(tmp_path, beam_args):
     scores = scores_dict(read_table(tmp_path / "out" / "scores"))
     assert scores == reference_scores(rows, 2.5)
     assert ("a", "b") in scores and scores[("a", "c")] == (1.0, 1)  # u's c is 2501 ms after a: v alone
+
+
+def test_events_lost_by_a_runner_fail_the_job():
+    check_event_counts({"valid": 10, "kept_events": 7, "capped_events": 3})
+    with pytest.raises(RuntimeError, match="lost events between reading and pairing: 10 valid, but 6 kept"):
+        check_event_counts({"valid": 10, "kept_events": 6, "capped_events": 3})

@@ -63,7 +63,7 @@ def test_user_pairs_and_scores_across_tables(beam_args):
         scores = pairs["partials"] | CombineScores()
         assert_that(rows_of(scores | beam.Values()), equal_to([("a", "b", 1.0, 2)]), label="scores")
         assert_that(sum_counts(pairs[COUNTS]), equal_to(
-            [("users", 2), ("capped_users", 0), ("kept_events", 5), ("user_pairs", 2)]), label="counts")
+            [("users", 2), ("capped_users", 0), ("kept_events", 5), ("capped_events", 0), ("user_pairs", 2)]), label="counts")
     assert reference_scores(rows + late, 60) == {("a", "b"): (1 / 2 + 1 / 2, 2)}
 
 
