@@ -211,11 +211,15 @@ def baseline_method(args, pool: list[dict]) -> Method:
     return Method(args.name or args.baseline, scorer, pool, counter)
 
 
-def write_ranks(path: Path, query_ids: list[str], target_ids: list[str], ranks: np.ndarray) -> None:
+def write_ranks(path: Path, query_ids: list[str], target_ids: list[str], ranks: np.ndarray,
+                query_tokens: np.ndarray, target_tokens: np.ndarray) -> None:
+    """Per-pair ranks with both notes' token counts, so runs can be regrouped and averaged later."""
     table = pa.table({
         "query_note_id": pa.array(query_ids, pa.string()),
         "target_note_id": pa.array(target_ids, pa.string()),
         "rank": pa.array(ranks, pa.int64()),
+        "query_tokens": pa.array(query_tokens, pa.int64()),
+        "target_tokens": pa.array(target_tokens, pa.int64()),
     })
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
     pq.write_table(table, tmp)
@@ -278,7 +282,7 @@ def main(argv: list[str]) -> int:
         out = Path(args.out)
         outputs += list(write_result(result, out))
         ranks_path = out / "ranks.parquet"
-        write_ranks(ranks_path, query_ids, target_ids, ranks)
+        write_ranks(ranks_path, query_ids, target_ids, ranks, tokens[positions.queries], tokens[positions.targets])
         outputs.append(ranks_path)
     if args.plot:
         curves = {name: ranks[mask] for name, mask in masks.items()}
