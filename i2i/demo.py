@@ -27,7 +27,7 @@ from i2i.io import read_table, write_events_by_day, write_table
 class DemoConfig:
     out: Path = Path("demo_out")
     notes: int = 1500
-    users: int = 400
+    users: int = 100  # fashion-notes users open about 5 sessions a day: about 50k events over 11 days
     days: int = 10
     seed: int = 0
     train_steps: int = 120

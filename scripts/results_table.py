@@ -2,13 +2,21 @@
 """Makes the results table of docs/results.md: every model variant and baseline, Recall@100/1k.
 
 For each dataset (fashion-notes with images, movielens text only) it runs the whole pipeline
-through the ``i2i`` command line: ``i2i data`` -> ``i2i cooccur`` -> ``i2i pairs`` -> ``i2i train``
-for each variant -> ``i2i eval`` on the test split, plus the baselines (bm25, minilm, image) and an
-untrained checkpoint (zero-shot). Every step writes into ``--work`` and is skipped when its output
-is already there, so an interrupted run resumes where it stopped. ``--quick`` is a smoke run
-(tiny backbones, few notes, a few steps) that writes its table into the work directory.
+through the ``i2i`` command line: ``i2i data`` -> ``i2i cooccur`` -> ``i2i pairs --test-since`` ->
+``i2i train`` for each variant and seed -> ``i2i eval`` on the test split, plus the baselines (bm25,
+minilm, image), an untrained checkpoint (zero-shot), the random floor and the oracle ceiling.
 
-    python scripts/results_table.py --work runs/results            # the CPU-sized run (add --steps 30 --batch-size 8 for the docs/results.md one)
+The protocol is the paper's (section 2.3): train and val pairs come from the notes before the test
+period, the test pool is every note published in the last week (``i2i eval --pool-since``), each
+query ranks all other pool notes; R@100/1k/10k on all, short-query and short-target pairs with
+95% bootstrap intervals, trained variants and the random row averaged over seeds 42, 43, 44, and
+the paired bootstrap difference notellm2 - basic on the same pairs. Every step writes into
+``--work`` and is skipped when its output is already there, so an interrupted run resumes where it
+stopped. ``--quick`` is a smoke run (tiny backbones, few notes, a few steps, one seed) that writes
+its table into the work directory.
+
+    python scripts/results_table.py --work runs/results            # the CPU-sized run
+    python scripts/results_table.py --work runs/results --no-train # baselines, random and oracle only
     python scripts/results_table.py --work runs/gpu --device cuda --config embedding/configs/gpu_full.json
     python scripts/results_table.py --work /tmp/smoke --quick
 """
@@ -30,6 +38,8 @@ sys.path.insert(0, str(REPO))
 
 VARIANTS = ("basic", "micl", "late_fusion", "notellm2", "only_late_fusion", "text_only")
 BASELINES = ("bm25", "minilm", "image")
+SEEDS = (42, 43, 44)
+TEST_DAYS = 7  # the test pool: notes published in the last week
 FIRST_VARIANTS = ("basic", "notellm2")  # trained first: the paper's key comparison survives an early stop
 
 
@@ -58,10 +68,15 @@ class RunConfig:
     datasets: list[Dataset] = field(default_factory=list)
     extra_train_args: list[str] = field(default_factory=list)
     tokens: str = "auto"
+    seeds: tuple[int, ...] = SEEDS
+    train: bool = True
+    json_out: Path | None = None
+    bootstrap: int = 1000
 
 
 def datasets(quick: bool) -> dict[str, Dataset]:
-    fashion_size = ["--notes", "240", "--users", "150", "--days", "5"] if quick else []
+    # the defaults of `i2i data fashion-notes` are the benchmark's sizes
+    fashion_size = ["--notes", "600", "--users", "40", "--days", "5", "--test-days", "2"] if quick else []
     return {
         "fashion-notes": Dataset("fashion-notes", fashion_size, VARIANTS, BASELINES, "notellm2", True),
         "movielens": Dataset("movielens", [], ("text_only",), ("bm25", "minilm"), "text_only", False),
@@ -90,33 +105,50 @@ def write_json_atomic(path: Path, data: dict) -> None:
     os.replace(tmp, path)
 
 
-TEST_QUANTILE = 0.8  # notes published after this share of the timeline form the test split
+TEST_QUANTILE = 0.8  # without a generator's test period: notes after this share of the timeline are test notes
 
 
-def test_since(notes: Path) -> str:
-    """The publication time after which notes are test notes (the paper tests on a later week)."""
+def test_since(data: Path) -> str:
+    """Start of the test period (epoch ms): the generator's ``test_since`` (its last week), else the
+    publication time after which the latest 20% of notes come."""
+    import datetime as dt
+
     import numpy as np
 
     from i2i.io import read_table
 
-    published = read_table(notes, columns=["published_at"]).column("published_at").drop_null()
+    summary = data / "_SUMMARY.json"
+    if summary.exists() and "test_since" in json.loads(summary.read_text()):
+        since = dt.datetime.fromisoformat(json.loads(summary.read_text())["test_since"])
+        return str(int(since.timestamp() * 1000))
+    published = read_table(data / "notes", columns=["published_at"]).column("published_at").drop_null()
     if len(published) == 0:
-        raise SystemExit(f"{notes} has no publication times to split train and test by")
+        raise SystemExit(f"{data / 'notes'} has no publication times to split train and test by")
     epoch_ms = np.sort(published.cast("int64").to_numpy())
     return str(int(epoch_ms[int(TEST_QUANTILE * (len(epoch_ms) - 1))]))
 
 
-def prepare_data(run: RunConfig, dataset: Dataset) -> tuple[Path, Path]:
+@dataclass
+class Prepared:
+    notes: Path
+    pairs: Path
+    test_since: str  # epoch ms: the test pool's start
+    attributes: Path | None  # latent attributes (the oracle), when the dataset has them
+
+
+def prepare_data(run: RunConfig, dataset: Dataset) -> Prepared:
     root = run.work / dataset.name
     data, cooccur, pairs = root / "data", root / "cooccur", root / "pairs"
     if not (data / "notes").exists():
         i2i("data", dataset.name, "--out", str(data), *dataset.data_args)
+    since = test_since(data)
     if not (cooccur / "related").exists():
         i2i("cooccur", "--events", str(data / "events"), "--out", str(cooccur), "--runner=DirectRunner")
     if not pairs.exists():
         i2i("pairs", "--related", str(cooccur / "related"), "--notes", str(data / "notes"), "--out", str(pairs),
-            "--test-since", test_since(data / "notes"), "--runner=DirectRunner")
-    return data / "notes", pairs
+            "--test-since", since, "--runner=DirectRunner")
+    attributes = data / "_attributes"
+    return Prepared(data / "notes", pairs, since, attributes if attributes.exists() else None)
 
 
 def train_args(run: RunConfig) -> list[str]:
@@ -130,17 +162,17 @@ def train_args(run: RunConfig) -> list[str]:
     return args + run.extra_train_args
 
 
-def train(run: RunConfig, dataset: Dataset, notes: Path, pairs: Path, variant: str) -> Path:
-    """Trains one variant unless its checkpoint is marked finished; an unfinished one resumes."""
-    checkpoint = run.work / dataset.name / "checkpoints" / variant
-    done = checkpoint.parent / f"{variant}.done.json"
+def train(run: RunConfig, dataset: Dataset, notes: Path, pairs: Path, variant: str, seed: int) -> Path:
+    """Trains one variant with one seed unless its checkpoint is marked finished; an unfinished one resumes."""
+    checkpoint = run.work / dataset.name / "checkpoints" / f"{variant}_seed{seed}"
+    done = checkpoint.parent / f"{variant}_seed{seed}.done.json"
     if done.exists():
         return checkpoint
     started = time.perf_counter()
     resume = ["--resume"] if (checkpoint / "meta.json").exists() else []
     i2i("train", "--notes", str(notes), "--pairs", str(pairs), "--out", str(checkpoint), "--variant", variant,
-        *train_args(run), *resume)
-    write_json_atomic(done, {"variant": variant, "seconds": round(time.perf_counter() - started, 1),
+        "--seed", str(seed), *train_args(run), *resume)
+    write_json_atomic(done, {"variant": variant, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
                              "args": train_args(run)})
     return checkpoint
 
@@ -169,34 +201,72 @@ def untrained_checkpoint(run: RunConfig, dataset: Dataset) -> Path:
     return checkpoint
 
 
-def evaluate(run: RunConfig, dataset: Dataset, notes: Path, pairs: Path, name: str, method: list[str]) -> dict:
+def evaluate(run: RunConfig, dataset: Dataset, data: Prepared, name: str, method: list[str], seed: int = 0) -> Path:
+    """One ``i2i eval`` on the test pool (skipped when done); returns its output directory."""
     out = run.work / dataset.name / "eval" / name
     if not (out / "metrics.json").exists():
-        args = ["eval", "--notes", str(notes), "--pairs", str(pairs), *method, "--split", "test", "--name", name,
-                "--out", str(out), "--plot", str(out / "recall.png"), "--tokens", run.tokens]
+        args = ["eval", "--notes", str(data.notes), "--pairs", str(data.pairs), *method, "--split", "test",
+                "--name", name.split("/")[0], "--pool-since", data.test_since, "--out", str(out),
+                "--plot", str(out / "recall.png"), "--tokens", run.tokens, "--seed", str(seed),
+                "--bootstrap", str(run.bootstrap)]
         if run.device:
             args += ["--device", run.device]
         i2i(*args)
-    return json.loads((out / "metrics.json").read_text())
+    return out
 
 
-def run_dataset(run: RunConfig, dataset: Dataset) -> list[tuple[str, str, dict]]:
-    """(method, kind, metrics) rows for one dataset, in table order."""
-    notes, pairs = prepare_data(run, dataset)
-    rows = []
+def seeded(run: RunConfig, dataset: Dataset, data: Prepared, name: str, methods: dict[int, list[str]]) -> tuple[dict, list[Path]]:
+    """Evaluations of one method per seed, averaged per pair over the seeds."""
+    from embedding.seed_average import averaged_metrics
+
+    dirs = [evaluate(run, dataset, data, f"{name}/seed{seed}", method, seed) for seed, method in methods.items()]
+    metrics = averaged_metrics(dirs, run.bootstrap)
+    metrics["method"] = name
+    return metrics, dirs
+
+
+def single(run: RunConfig, dataset: Dataset, data: Prepared, name: str, method: list[str]) -> tuple[dict, list[Path]]:
+    """A deterministic method: one evaluation stands for every seed."""
+    out = evaluate(run, dataset, data, name, method)
+    metrics = json.loads((out / "metrics.json").read_text())
+    metrics["runs"] = 1
+    return metrics, [out]
+
+
+def run_dataset(run: RunConfig, dataset: Dataset) -> tuple[list[tuple[str, str, dict]], dict]:
+    """(method, kind, metrics) rows for one dataset in table order, and the paired differences."""
+    data = prepare_data(run, dataset)
+    rows, dirs = [], {}
+
+    def add(name: str, kind: str, result: tuple[dict, list[Path]]) -> None:
+        rows.append((name, kind, result[0]))
+        dirs[name] = result[1]
+
+    add("random", "floor", seeded(run, dataset, data, "random", {s: ["--baseline", "random"] for s in run.seeds}))
+    if data.attributes is not None:
+        add("oracle", "ceiling", single(run, dataset, data, "oracle",
+                                        ["--baseline", "oracle", "--attributes", str(data.attributes)]))
     for baseline in dataset.baselines:
-        rows.append((baseline, "baseline", evaluate(run, dataset, notes, pairs, baseline, ["--baseline", baseline])))
+        add(baseline, "baseline", single(run, dataset, data, baseline, ["--baseline", baseline]))
+    if not run.train:
+        return rows, {}
     zero_shot = untrained_checkpoint(run, dataset)
     name = f"zero-shot {dataset.zero_shot_variant}"
-    rows.append((name, "untrained", evaluate(run, dataset, notes, pairs, name.replace(" ", "_"),
-                                             ["--checkpoint", str(zero_shot)])))
+    add(name, "untrained", single(run, dataset, data, name.replace(" ", "_"), ["--checkpoint", str(zero_shot)]))
     trained = {}
     for variant in sorted(dataset.variants, key=lambda v: (v not in FIRST_VARIANTS, VARIANTS.index(v))):
-        checkpoint = train(run, dataset, notes, pairs, variant)
-        trained[variant] = evaluate(run, dataset, notes, pairs, variant, ["--checkpoint", str(checkpoint)])
-        trained[variant]["training"] = training_summary(checkpoint)
-    rows += [(variant, "trained", trained[variant]) for variant in dataset.variants]
-    return rows
+        checkpoints = {seed: train(run, dataset, data.notes, data.pairs, variant, seed) for seed in run.seeds}
+        trained[variant] = seeded(run, dataset, data, variant, {s: ["--checkpoint", str(c)] for s, c in checkpoints.items()})
+        trained[variant][0]["training"] = training_summary(checkpoints[run.seeds[0]])
+    for variant in dataset.variants:
+        add(variant, "trained", trained[variant])
+    differences = {}
+    if "notellm2" in dirs and "basic" in dirs:
+        from embedding.seed_average import paired_seed_difference
+
+        differences["notellm2 - basic"] = paired_seed_difference(
+            dirs["notellm2"], dirs["basic"], [g for g, _ in GROUPS], (100, 1000), run.bootstrap)
+    return rows, differences
 
 
 def training_summary(checkpoint: Path) -> dict:
@@ -227,57 +297,85 @@ def training_table(rows: list[tuple[str, str, dict]]) -> list[str]:
     return lines
 
 
+GROUPS = [("all", "all"), ("short_query", "short query"), ("short_target", "short target")]
+KEYS = ["R@100", "R@1k", "R@10k"]
+
+
 def cell(metrics: dict, group: str, key: str) -> str:
     value = metrics["groups"][group]["recall"].get(key)
-    return "—" if value is None else f"{value:.3f}"
+    if value is None:
+        return "—"
+    low_high = metrics["groups"][group].get("interval", {}).get(key)
+    return f"{value:.3f}" + (f" ({low_high[0]:.3f}–{low_high[1]:.3f})" if low_high else "")
 
 
 def markdown_table(rows: list[tuple[str, str, dict]]) -> list[str]:
     first = rows[0][2]
     capped = {f"R@{k // 1000}k" if k >= 1000 else f"R@{k}" for k in first["capped_ks"]}
-    keys = ["R@100", "R@1k"]
-    label = {k: k + ("*" if k in capped else "") for k in keys}
-    groups = [("all", "all"), ("short_query", "short query"), ("short_target", "short target")]
-    header = ["method", "kind"] + [f"{label[k]} {title}" for _, title in groups for k in keys]
+    label = {k: k + ("*" if k in capped else "") for k in KEYS}
+    header = ["method", "kind", "runs"] + [f"{label[k]} {title}" for _, title in GROUPS for k in KEYS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, kind, metrics in rows:
-        cells = [method, kind] + [cell(metrics, group, k) for group, _ in groups for k in keys]
+        cells = [method, kind, str(metrics.get("runs", 1))] + [cell(metrics, group, k) for group, _ in GROUPS for k in KEYS]
         lines.append("| " + " | ".join(cells) + " |")
+
     def counts(metrics: dict) -> str:
-        return ", ".join(f"{title}: {metrics['groups'][group]['pairs']}" for group, title in groups)
+        return ", ".join(f"{title}: {metrics['groups'][group]['pairs']}" for group, title in GROUPS)
 
     by_counter = {}
     for method, kind, metrics in rows:
         by_counter.setdefault(counts(metrics), []).append(method)
     described = "; ".join(f"{text} ({', '.join(methods)})" for text, methods in by_counter.items())
-    lines += ["", f"Test pairs — {described}. Pool: {first['pool_size']} notes (every note of the dataset), "
-              f"{first['skipped_pairs']} pairs skipped. Short = fewer than {first['short_tokens']} tokens: checkpoints "
-              "count with their own tokenizer, baselines with the SmolLM2-135M tokenizer on the note text, so "
-              "the short groups can differ slightly."]
-    if capped & set(keys):
-        lines.append(f"\\* capped at the pool size ({first['pool_size'] - 1} candidates per query).")
+    lines += ["", f"Test pairs — {described}. Test pool: {first['pool_size']} notes (every note published in the test "
+              f"period, none of them in a training or validation pair), each query ranked against the other "
+              f"{first['pool_size'] - 1}; {first['skipped_pairs']} pairs skipped. In brackets: 95% bootstrap interval "
+              "over pairs. `runs`: seeds averaged per pair (a deterministic method runs once). "
+              f"Short = fewer than {first['short_tokens']} tokens: checkpoints count with their own tokenizer, "
+              "baselines with the SmolLM2-135M tokenizer on the note text, so the short groups can differ slightly."]
+    if capped & set(KEYS):
+        lines.append(f"\\* capped at the pool size: measured at k = {first['pool_size'] - 1} (every candidate), "
+                     "so it is 1.0 by construction.")
     return lines
 
 
-def finding(rows: list[tuple[str, str, dict]]) -> str:
-    """Does notellm2 beat basic on short-query pairs? Said from the numbers, either way."""
-    by_name = {method: metrics for method, _, metrics in rows}
-    if "notellm2" not in by_name or "basic" not in by_name:
+def difference_lines(differences: dict) -> list[str]:
+    lines = []
+    for name, comparison in differences.items():
+        lines += ["", f"Paired bootstrap difference {name} on the same {comparison['pairs_compared']} pairs "
+                  "(seed-averaged hits; 95% interval, two-sided p):", "",
+                  "| pairs | " + " | ".join(f"Δ{k}" for k in ("R@100", "R@1k")) + " |", "|---|---|---|"]
+        for group, title in GROUPS:
+            cells = []
+            for key in ("R@100", "R@1k"):
+                diff = comparison["groups"].get(group, {}).get(key)
+                if diff is None:
+                    cells.append("—")
+                else:
+                    d = diff["difference"]
+                    cells.append(f"{d['value']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}), p = {diff['p_value']:.3f}")
+            lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def finding(rows: list[tuple[str, str, dict]], differences: dict) -> str:
+    """Does notellm2 beat basic on short-query pairs? Said from the paired difference, either way."""
+    comparison = differences.get("notellm2 - basic")
+    if comparison is None:
         return ("notellm2 and basic were not both trained on this dataset (a text-only dataset has no images "
-                "for them to differ on), so the comparison is made on fashion-notes.")
-    pairs = by_name["basic"]["groups"]["short_query"]["pairs"]
-    if not pairs:
+                "for them to differ on, or training was skipped), so there is no comparison here.")
+    diff = comparison["groups"]["short_query"]["R@100"]
+    if diff is None:
         return "The test split has no short-query pair, so the comparison cannot be made."
-    parts = []
-    for key in ("R@100", "R@1k"):
-        ours, base = (by_name[m]["groups"]["short_query"]["recall"][key] for m in ("notellm2", "basic"))
-        parts.append(f"{key} {ours:.3f} vs {base:.3f} ({'+' if ours >= base else ''}{ours - base:.3f})")
-    ours100 = by_name["notellm2"]["groups"]["short_query"]["recall"]["R@100"]
-    base100 = by_name["basic"]["groups"]["short_query"]["recall"]["R@100"]
-    verdict = "beats" if ours100 > base100 else ("ties with" if ours100 == base100 else "does not beat")
-    one_pair = 1 / pairs
-    return (f"On short-query pairs notellm2 {verdict} basic at R@100: {'; '.join(parts)}, over {pairs} pairs "
-            f"(one pair moves a recall by {one_pair:.3f}; one seed).")
+    d = diff["difference"]
+    if d["low"] > 0:
+        verdict = "beats"
+    elif d["high"] < 0:
+        verdict = "is beaten by"
+    else:
+        verdict = "cannot be told apart from"
+    return (f"On short-query pairs notellm2 {verdict} basic at R@100: {diff['a']:.3f} vs {diff['b']:.3f}, "
+            f"difference {d['value']:+.3f} (95% interval {d['low']:+.3f} to {d['high']:+.3f}, p = {diff['p_value']:.3f}) "
+            f"over {diff['pairs']} pairs, seeds averaged.")
 
 
 ANALYSIS_MARKER = "<!-- analysis: kept when the table is regenerated -->"
@@ -290,25 +388,28 @@ def kept_analysis(path: Path) -> str:
     return text[at:] if at >= 0 else ANALYSIS_MARKER + "\n"
 
 
-def write_results(run: RunConfig, tables: dict[str, list], seconds: float) -> None:
+def write_results(run: RunConfig, tables: dict[str, tuple[list, dict]], seconds: float) -> None:
     lines = ["# Results", "",
-             "Recall@100 and Recall@1k on the test split, made by `scripts/results_table.py` "
+             "Recall on the test pool under the paper's protocol, made by `scripts/results_table.py` "
              f"({'quick smoke run' if run.quick else 'CPU-sized run' if not run.device else 'run'}; backbone `{run.backbone}`"
              f"{', config ' + run.config if run.config else ''}"
              f"{', ' + str(run.steps) + ' steps' if run.steps else ''}"
              f"{', batch ' + str(run.batch_size) if run.batch_size else ''}, "
-             f"device {run.device or 'auto'}).", ""]
-    for name, rows in tables.items():
-        lines += [f"## {name}", ""] + markdown_table(rows) + training_table(rows)
-        lines += ["", "**Finding:** " + finding(rows), ""]
+             f"device {run.device or 'auto'}, seeds {', '.join(map(str, run.seeds))}"
+             f"{', no training' if not run.train else ''}).", ""]
+    for name, (rows, differences) in tables.items():
+        lines += [f"## {name}", ""] + markdown_table(rows) + difference_lines(differences) + training_table(rows)
+        lines += ["", "**Finding:** " + finding(rows, differences), ""]
     lines.append(kept_analysis(run.out))
     run.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = run.out.with_name(f".{run.out.name}.tmp-{uuid.uuid4().hex[:8]}")
     tmp.write_text("\n".join(lines))
     os.replace(tmp, run.out)
-    write_json_atomic(run.work / "results.json", {name: [{"method": m, "kind": k, "metrics": x} for m, k, x in rows]
-                                                  for name, rows in tables.items()})
-    log(f"wrote {run.out} and {run.work / 'results.json'}")
+    json_out = run.json_out or run.work / "results.json"
+    write_json_atomic(json_out, {name: {"rows": [{"method": m, "kind": k, "metrics": x} for m, k, x in rows],
+                                        "paired_differences": differences}
+                                 for name, (rows, differences) in tables.items()})
+    log(f"wrote {run.out} and {json_out}")
 
 
 def parse_args(argv: list[str]) -> RunConfig:
@@ -325,6 +426,11 @@ def parse_args(argv: list[str]) -> RunConfig:
     parser.add_argument("--datasets", default="fashion-notes,movielens", help="comma-separated datasets")
     parser.add_argument("--variants", help="comma-separated variants to train on fashion-notes (default: all six)")
     parser.add_argument("--train-arg", action="append", default=[], help="extra argument for i2i train (repeatable)")
+    parser.add_argument("--seeds", default=None, help="comma-separated seeds to train and average (default 42,43,44; --quick: 42)")
+    parser.add_argument("--no-train", action="store_true", help="only the baselines, random and oracle rows")
+    parser.add_argument("--baselines", help="comma-separated baselines (default: bm25,minilm,image where the dataset has them)")
+    parser.add_argument("--json", type=Path, help="machine-readable results (default WORK/results.json)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples per interval (default 1000)")
     args = parser.parse_args(argv)
     known = datasets(args.quick)
     chosen = []
@@ -340,6 +446,13 @@ def parse_args(argv: list[str]) -> RunConfig:
         for dataset in chosen:
             if dataset.has_images:
                 dataset.variants = variants
+    if args.baselines:
+        wanted = tuple(args.baselines.split(","))
+        unknown = [b for b in wanted if b not in BASELINES]
+        if unknown:
+            parser.error(f"unknown baselines {unknown}: expected {', '.join(BASELINES)}")
+        for dataset in chosen:
+            dataset.baselines = tuple(b for b in wanted if b in dataset.baselines)
     extra = list(args.train_arg)
     if args.device:
         extra += ["--device", args.device]
@@ -355,6 +468,10 @@ def parse_args(argv: list[str]) -> RunConfig:
         datasets=chosen,
         extra_train_args=extra,
         tokens="whitespace" if args.quick else "auto",
+        seeds=tuple(int(x) for x in args.seeds.split(",")) if args.seeds else ((42,) if args.quick else SEEDS),
+        train=not args.no_train,
+        json_out=args.json.resolve() if args.json else None,
+        bootstrap=args.bootstrap,
     )
 
 
