@@ -20,11 +20,11 @@ import torch
 import torch.distributed as dist
 
 from embedding.backbones import load_tokenizer
-from embedding.batching import Pair, PairSet, pair_batches, select_pairs
+from embedding.batching import Pair, PairSet, one_epoch, pair_batches, select_pairs
 from embedding.checkpoint import load_model, load_training_state, read_meta, save_checkpoint
 from embedding.config import RunConfig, TrainConfig, to_dict
 from embedding.encoder import autocast_for, pick_device
-from embedding.inputs import NoteProcessor
+from embedding.inputs import NoteProcessor, PreparedBatch
 from embedding.losses import contrastive_loss, micl_loss
 from embedding.mlrm import MLRM, NoteEmbeddings
 from i2i.errors import InputError
@@ -101,10 +101,52 @@ def lr_lambda(total_steps: int, warmup_ratio: float):
 
 
 def make_optimizer(model: MLRM, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with the LLM and the new modules at their own rates, each split into decayed and
+    undecayed parameters, and the temperature alone: at the head rate it could not leave its
+    initial value within a CPU-sized run."""
     llm, new = model.trainable_groups()
-    return torch.optim.AdamW(
-        [{"params": llm, "lr": train.lr}, {"params": new, "lr": train.head_lr}],
-        betas=tuple(train.betas), eps=train.eps, weight_decay=train.weight_decay)
+    exempt = model.no_decay()
+    tau_lr = train.tau_lr if train.tau_lr is not None else train.head_lr
+    groups = []
+    for name, params, lr in (("llm", llm, train.lr), ("new", new, train.head_lr)):
+        params = [p for p in params if p is not model.tau]
+        groups.append({"name": name, "params": [p for p in params if id(p) not in exempt], "lr": lr})
+        groups.append({"name": f"{name}_no_decay", "params": [p for p in params if id(p) in exempt], "lr": lr,
+                       "weight_decay": 0.0})
+    if model.tau.requires_grad:
+        groups.append({"name": "tau", "params": [model.tau], "lr": tau_lr, "weight_decay": 0.0})
+    return torch.optim.AdamW([g for g in groups if g["params"]], betas=tuple(train.betas), eps=train.eps,
+                             weight_decay=train.weight_decay)
+
+
+class FeatureCache:
+    """Frozen vision-encoder outputs per note, computed once: exact, because the encoder is frozen and
+    images are not augmented, and it removes the encoder from every training step."""
+
+    def __init__(self, model: MLRM, processor: NoteProcessor, notes: dict[str, dict], note_ids: list[str],
+                 device: torch.device, chunk: int = 32):
+        self.row = {note_id: i for i, note_id in enumerate(note_ids)}
+        features, pooled = [], []
+        with torch.no_grad():
+            for start in range(0, len(note_ids), chunk):
+                batch = processor.prepare([notes[n] for n in note_ids[start:start + chunk]])
+                f, p = model.encode_image(batch.pixels.to(device))
+                features.append(f.cpu())
+                pooled.append(p.cpu())
+        self.features, self.pooled = torch.cat(features), torch.cat(pooled)
+
+    def attach(self, batch: PreparedBatch, note_ids: list[str]) -> PreparedBatch:
+        rows = torch.tensor([self.row[n] for n in note_ids], dtype=torch.long)
+        batch.features, batch.pooled = self.features[rows], self.pooled[rows]
+        return batch
+
+
+def prepare_batch(processor: NoteProcessor, batch: list[Pair], notes: dict[str, dict],
+                  cache: FeatureCache | None) -> PreparedBatch:
+    if cache is None:
+        return processor.prepare(notes_of(batch, notes))
+    ids = [q for q, _ in batch] + [t for _, t in batch]
+    return cache.attach(processor.prepare([notes[n] for n in ids], images=False), ids)
 
 
 def batch_loss(model: MLRM, out: NoteEmbeddings) -> torch.Tensor:
@@ -120,16 +162,19 @@ def notes_of(batch: list[Pair], notes: dict[str, dict]) -> list[dict]:
 
 
 def validation_loss(model: MLRM, processor: NoteProcessor, pairs: list[Pair], notes: dict[str, dict],
-                    train: TrainConfig, device: torch.device) -> float | None:
-    """Mean loss over the first ``val_batches`` fixed batches of the val split (same batches every time)."""
+                    train: TrainConfig, device: torch.device, cache: FeatureCache | None = None) -> float | None:
+    """Mean loss over fixed full batches of the val split (the same batches every time): all of them,
+    or the first ``val_batches``. Every batch has B pairs, so its chance level is ln(2B - 1)."""
     if len(pairs) < 2:
         return None
     losses = []
     model.eval()
-    batches = pair_batches(pairs, train.batch_size, seed=12345)
+    batches = list(one_epoch(pairs, min(train.batch_size, len(pairs)), random.Random(12345), allow_partial=False))
+    if not batches:  # pairs too entangled to fill one batch of distinct notes: use what fits
+        batches = list(one_epoch(pairs, min(train.batch_size, len(pairs)), random.Random(12345), allow_partial=True))
     with torch.no_grad(), autocast_for(device, train.bf16):
-        for _, batch in zip(range(train.val_batches), batches):
-            out = model(processor.prepare(notes_of(batch, notes)).to(device))
+        for batch in batches[: train.val_batches or None]:
+            out = model(prepare_batch(processor, batch, notes, cache).to(device))
             losses.append(float(batch_loss(model, out)))
     model.train()
     return float(np.mean(losses)) if losses else None
@@ -139,9 +184,9 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Prepared training batches; with DataLoader workers, worker k takes every k-th batch."""
 
     def __init__(self, pairs: list[Pair], notes: dict[str, dict], processor: NoteProcessor, train: TrainConfig,
-                 shard: tuple[int, int], skip: int):
+                 shard: tuple[int, int], skip: int, cache: FeatureCache | None = None):
         self.pairs, self.notes, self.processor, self.train = pairs, notes, processor, train
-        self.shard, self.skip = shard, skip
+        self.shard, self.skip, self.cache = shard, skip, cache
 
     def __iter__(self) -> Iterator:
         info = torch.utils.data.get_worker_info()
@@ -151,7 +196,7 @@ class BatchStream(torch.utils.data.IterableDataset):
         for index, batch in enumerate(batches):
             if index < self.skip or index % workers != worker:
                 continue
-            yield self.processor.prepare(notes_of(batch, self.notes))
+            yield prepare_batch(self.processor, batch, self.notes, self.cache)
 
 
 def seed_everything(seed: int) -> None:
@@ -203,7 +248,11 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
 
-    stream = BatchStream(train_set.pairs, notes, processor, cfg, (ddp.rank, ddp.world), skip=step)
+    cache = None
+    if cfg.cache_vision and model.vision is not None:
+        used = sorted({n for pair in train_set.pairs + val_set.pairs for n in pair})
+        cache = FeatureCache(model, processor, notes, used, torch_device)
+    stream = BatchStream(train_set.pairs, notes, processor, cfg, (ddp.rank, ddp.world), skip=step, cache=cache)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.num_workers,
                                          pin_memory=torch_device.type == "cuda")
     batches = iter(loader)
@@ -252,7 +301,7 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
                       "lr": scheduler.get_last_lr()[0], "notes_per_s": notes_seen / max(compute_seconds, 1e-9)}
             window_losses = []
             if cfg.val_every and step % cfg.val_every == 0 and step != cfg.steps:
-                record["val_loss"] = validation_loss(model, processor, val_set.pairs, notes, cfg, torch_device)
+                record["val_loss"] = validation_loss(model, processor, val_set.pairs, notes, cfg, torch_device, cache)
             history.append(record)
             if ddp.main:
                 log.info("step %d loss %.4f%s", step, record["loss"],
@@ -261,7 +310,7 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
             save()
     if bar is not None:
         bar.close()
-    val_loss = validation_loss(model, processor, val_set.pairs, notes, cfg, torch_device)
+    val_loss = validation_loss(model, processor, val_set.pairs, notes, cfg, torch_device, cache)
     if history:
         history[-1]["val_loss"] = val_loss
     if ddp.main:
