@@ -129,7 +129,9 @@ class TrainConfig:
     bf16: bool = True  # used only on CUDA
     seed: int = 0
     log_every: int = 10
-    val_every: int = 0  # 0 = validate only at the end
+    val_every: int = 0  # diagnostics (val loss, R@k, probe cosine, kNN) every N steps; 0 = start and end only
+    diagnose_start: bool = True  # diagnostics of the untrained state too
+    recall_k: int = 100  # R@k of the val pairs in the val pool
     val_batches: int = 0  # 0 = every val pair (in fixed batches), N = only the first N batches
     cache_vision: bool = True  # frozen encoder, no augmentation: features computed once per note
     save_every: int = 0  # 0 = save only at the end

@@ -24,6 +24,7 @@ from embedding.batching import Pair, PairSet, one_epoch, pair_batches, select_pa
 from embedding.checkpoint import load_model, load_training_state, read_meta, save_checkpoint
 from embedding.config import RunConfig, TrainConfig, to_dict
 from embedding.encoder import autocast_for, pick_device
+from embedding.diagnostics import Diagnostics, plot_curves, write_log
 from embedding.inputs import NoteProcessor, PreparedBatch
 from embedding.losses import contrastive_loss, micl_loss
 from embedding.mlrm import MLRM, NoteEmbeddings
@@ -34,6 +35,16 @@ from i2i.schemas import DEAD_LETTER, validate
 log = logging.getLogger(__name__)
 
 NOTE_COLUMNS = ["note_id", "title", "topics", "content", "image"]
+LOG_FILE = "train_log.jsonl"
+CURVES_FILE = "training_curves.png"
+
+
+def merge_records(history: list[dict[str, Any]], diagnostics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per step: the training window's loss and that step's diagnostics."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for record in history + diagnostics:
+        by_step.setdefault(int(record["step"]), {}).update(record)
+    return [by_step[s] for s in sorted(by_step)]
 
 
 @dataclass
@@ -141,12 +152,16 @@ class FeatureCache:
         return batch
 
 
-def prepare_batch(processor: NoteProcessor, batch: list[Pair], notes: dict[str, dict],
+def prepare_notes(processor: NoteProcessor, ids: list[str], notes: dict[str, dict],
                   cache: FeatureCache | None) -> PreparedBatch:
     if cache is None:
-        return processor.prepare(notes_of(batch, notes))
-    ids = [q for q, _ in batch] + [t for _, t in batch]
+        return processor.prepare([notes[n] for n in ids])
     return cache.attach(processor.prepare([notes[n] for n in ids], images=False), ids)
+
+
+def prepare_batch(processor: NoteProcessor, batch: list[Pair], notes: dict[str, dict],
+                  cache: FeatureCache | None) -> PreparedBatch:
+    return prepare_notes(processor, [q for q, _ in batch] + [t for _, t in batch], notes, cache)
 
 
 def batch_loss(model: MLRM, out: NoteEmbeddings) -> torch.Tensor:
@@ -262,15 +277,35 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
 
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train {model.config.variant}", unit="step")
     dead_table = pa.Table.from_pylist(train_set.dead_letters + val_set.dead_letters, schema=DEAD_LETTER)
+    diagnostics = Diagnostics(val_set.pairs, notes, cfg.batch_size, notes_path, k=cfg.recall_k)
+    reference = diagnostics.reference()
+    diag_records = list(state.get("diagnostics", [])) if state is not None else []
+
+    def diagnose() -> dict[str, Any]:
+        record = {"step": step, "tau": float(model.tau.detach()),
+                  **diagnostics.measure(model, processor, torch_device, cache)}
+        diag_records.append(record)
+        if ddp.main:
+            log.info("diagnostics at step %d: %s", step,
+                     ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float)))
+        return record
+
+    if step == 0 and cfg.diagnose_start and val_set.pairs:
+        diagnose()
 
     def save() -> str:
         meta = {"step": step, "variant": model.config.variant, "notes": notes_path, "pairs": pairs_path,
-                "train_config": to_dict(cfg), "history": history[-200:],
+                "train_config": to_dict(cfg), "history": history[-200:], "reference": reference,
+                "diagnostics": diag_records[-200:],
                 "dead_letters": dict(train_set.reasons) | {f"val: {k}": v for k, v in val_set.reasons.items()}}
         training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "step": step, "history": history}
+                          "step": step, "history": history, "diagnostics": diag_records}
+        merged = merge_records(history, diag_records)
+        files = {LOG_FILE: write_log(merged, reference),
+                 CURVES_FILE: plot_curves(merged, reference, f"{model.config.variant}: training")}
         version = save_checkpoint(model, tokenizer, out_dir, meta, training_state,
-                                  extra_tables={"dead_letter": dead_table} if dead_table.num_rows else None)
+                                  extra_tables={"dead_letter": dead_table} if dead_table.num_rows else None,
+                                  extra_files=files)
         return version
 
     notes_seen, compute_seconds, window_losses, last_loss = 0, 0.0, [], float("nan")
@@ -300,17 +335,19 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
             record = {"step": step, "loss": float(np.mean(window_losses)), "tau": float(model.tau.detach()),
                       "lr": scheduler.get_last_lr()[0], "notes_per_s": notes_seen / max(compute_seconds, 1e-9)}
             window_losses = []
-            if cfg.val_every and step % cfg.val_every == 0 and step != cfg.steps:
-                record["val_loss"] = validation_loss(model, processor, val_set.pairs, notes, cfg, torch_device, cache)
             history.append(record)
             if ddp.main:
                 log.info("step %d loss %.4f%s", step, record["loss"],
                          f" val_loss {record['val_loss']:.4f}" if record.get("val_loss") is not None else "")
+        if cfg.val_every and step % cfg.val_every == 0 and step != cfg.steps and val_set.pairs:
+            measured = diagnose()
+            if history and history[-1]["step"] == step:
+                history[-1]["val_loss"] = measured.get("val_loss")
         if cfg.save_every and step % cfg.save_every == 0 and step != cfg.steps and ddp.main:
             save()
     if bar is not None:
         bar.close()
-    val_loss = validation_loss(model, processor, val_set.pairs, notes, cfg, torch_device, cache)
+    val_loss = diagnose().get("val_loss") if val_set.pairs else None
     if history:
         history[-1]["val_loss"] = val_loss
     if ddp.main:
