@@ -29,6 +29,7 @@ from embedding.prompts import SPECIAL_TOKENS
 class NoteEmbeddings:
     multimodal: torch.Tensor  # (B, embed_dim), L2-normalised: the note embedding
     visual: torch.Tensor | None  # (B, embed_dim), L2-normalised mICL visual embedding, else None
+    attentions: tuple[torch.Tensor, ...] | None = None  # per LLM layer (B, heads, T, T), when asked for
 
 
 class MLRM(nn.Module):
@@ -91,7 +92,8 @@ class MLRM(nn.Module):
             features, pooled = self.vision(pixels)
         return features.float(), pooled.float()
 
-    def forward(self, batch: PreparedBatch) -> NoteEmbeddings:
+    def forward(self, batch: PreparedBatch, output_attentions: bool = False) -> NoteEmbeddings:
+        """``output_attentions`` needs eager attention (``llm.set_attn_implementation("eager")``)."""
         embeds = self.token_embeddings(batch.input_ids)
         features, pooled = batch.features, batch.pooled
         if self.vision is not None and features is None:
@@ -99,8 +101,10 @@ class MLRM(nn.Module):
         if self.connector is not None:
             visual_tokens = self.connector(features).to(embeds.dtype)
             embeds = embeds.masked_scatter(batch.image_mask.unsqueeze(-1), visual_tokens.reshape(-1, embeds.shape[-1]))
-        hidden = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                          position_ids=batch.position_ids, use_cache=False).last_hidden_state
+        llm_out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                           position_ids=batch.position_ids, use_cache=False,
+                           **({"output_attentions": True} if output_attentions else {}))
+        hidden = llm_out.last_hidden_state
         note = hidden[:, -1]
         visual = None
         if self.config.uses_micl:
@@ -112,4 +116,5 @@ class MLRM(nn.Module):
         return NoteEmbeddings(
             multimodal=F.normalize(self.head(note.float()), dim=-1),
             visual=F.normalize(self.head(visual.float()), dim=-1) if visual is not None else None,
+            attentions=llm_out.attentions if output_attentions else None,
         )
