@@ -138,8 +138,9 @@ def distributed_loss_worker(rank: int, world: int, port: int, shards, tau: float
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         local = shards[rank].clone().requires_grad_(True)
-        loss = contrastive_loss(local, torch.tensor(tau))
+        temperature = torch.tensor(tau, requires_grad=True)
+        loss = contrastive_loss(local, temperature)
         loss.backward()
-        results[rank] = (float(loss), local.grad.clone())
+        results[rank] = (float(loss), local.grad.clone(), float(temperature.grad))
     finally:
         dist.destroy_process_group()

@@ -214,6 +214,17 @@ class BatchStream(torch.utils.data.IterableDataset):
             yield prepare_batch(self.processor, batch, self.notes, self.cache)
 
 
+def backward(loss: torch.Tensor, model: MLRM, world: int) -> None:
+    """Gradients of the full gathered loss: DDP averages each process's share of them, so the loss is
+    scaled by W; the temperature's gradient is already whole on every process and is scaled back."""
+    if world == 1:
+        loss.backward()
+        return
+    (loss * world).backward()
+    if model.tau.grad is not None:
+        model.tau.grad.div_(world)
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
@@ -317,7 +328,7 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
             out = wrapped(batch.to(torch_device))
             loss = batch_loss(model, out)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(loss, model, ddp.world)
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
