@@ -117,6 +117,9 @@ class TrainConfig:
     """Training defaults follow the paper's table 8, with a larger learning rate for the new modules."""
 
     steps: int = 200
+    epochs: float = 0.0  # > 0: train this many passes over the train pairs instead of ``steps``
+    patience: int = 0  # > 0: stop after this many validations without improvement, keep the best weights
+    min_delta: float = 0.0  # an improvement must lower the val loss by more than this
     batch_size: int = 8  # B pairs, 2B notes per step (per process)
     lr: float = 1e-4  # LLM
     head_lr: float = 1e-3  # connector, late-fusion gate, projection, new token rows

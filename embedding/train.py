@@ -5,6 +5,7 @@ gradient checkpointing, and DDP under torchrun (negatives gathered from every pr
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -214,6 +215,52 @@ class BatchStream(torch.utils.data.IterableDataset):
             yield prepare_batch(self.processor, batch, self.notes, self.cache)
 
 
+def planned(cfg: TrainConfig, train_pairs: int, world: int) -> TrainConfig:
+    """``epochs`` > 0 sets the steps: that many passes over the train pairs at B pairs per process."""
+    if cfg.epochs <= 0:
+        return cfg
+    steps = max(1, math.ceil(cfg.epochs * train_pairs / (cfg.batch_size * world)))
+    return dataclasses.replace(cfg, steps=steps)
+
+
+class EarlyStopping:
+    """Stops after ``patience`` validations without a val-loss improvement of more than ``min_delta``
+    and keeps the best weights (on the CPU) to restore."""
+
+    def __init__(self, patience: int, min_delta: float):
+        self.patience, self.min_delta = patience, min_delta
+        self.best_loss, self.best_step, self.best_state = math.inf, None, None
+        self.bad, self.stopped = 0, False
+
+    @property
+    def enabled(self) -> bool:
+        return self.patience > 0
+
+    def should_stop(self, step: int, val_loss: float | None, model: MLRM) -> bool:
+        if not self.enabled or val_loss is None:
+            return False
+        if val_loss < self.best_loss:  # the best weights are kept whatever the margin
+            enough = val_loss < self.best_loss - self.min_delta
+            self.best_loss, self.best_step = val_loss, step
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if enough:
+                self.bad = 0
+                return False
+        self.bad += 1
+        self.stopped = self.bad >= self.patience
+        return self.stopped
+
+    def restore(self, model: MLRM) -> float:
+        model.load_state_dict(self.best_state)
+        self.restored = True
+        return self.best_loss
+
+    def summary(self, step: int) -> dict[str, Any]:
+        return {"patience": self.patience, "min_delta": self.min_delta, "best_step": self.best_step,
+                "best_val_loss": self.best_loss if self.best_state is not None else None,
+                "stopped_at": step if self.stopped else None, "restored_best": getattr(self, "restored", False)}
+
+
 def backward(loss: torch.Tensor, model: MLRM, world: int) -> None:
     """Gradients of the full gathered loss: DDP averages each process's share of them, so the loss is
     scaled by W; the temperature's gradient is already whole on every process and is scaled back."""
@@ -247,6 +294,9 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
     train_set, val_set = load_pairs(pairs_path, set(notes))
     if len(train_set.pairs) < 2:
         raise InputError(f"pairs table {pairs_path} has {len(train_set.pairs)} usable train pairs; need at least 2")
+    cfg = run.train = planned(cfg, len(train_set.pairs), ddp.world)
+    if cfg.patience and not (cfg.val_every and val_set.pairs):
+        raise InputError("early stopping (patience) needs val pairs and val_every > 0")
 
     state = None
     if resume:
@@ -303,11 +353,12 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
 
     if step == 0 and cfg.diagnose_start and val_set.pairs:
         diagnose()
+    early = EarlyStopping(cfg.patience, cfg.min_delta)
 
     def save() -> str:
         meta = {"step": step, "variant": model.config.variant, "notes": notes_path, "pairs": pairs_path,
                 "train_config": to_dict(cfg), "history": history[-200:], "reference": reference,
-                "diagnostics": diag_records[-200:],
+                "diagnostics": diag_records[-200:], **({"early_stopping": early_summary} if early_summary else {}),
                 "dead_letters": dict(train_set.reasons) | {f"val: {k}": v for k, v in val_set.reasons.items()}}
         training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                           "step": step, "history": history, "diagnostics": diag_records}
@@ -319,6 +370,7 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
                                   extra_files=files)
         return version
 
+    early_summary: dict[str, Any] = {}
     notes_seen, compute_seconds, window_losses, last_loss = 0, 0.0, [], float("nan")
     val_loss, version = None, None
     while step < cfg.steps:
@@ -354,11 +406,22 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
             measured = diagnose()
             if history and history[-1]["step"] == step:
                 history[-1]["val_loss"] = measured.get("val_loss")
+            if early.should_stop(step, measured.get("val_loss"), model):
+                log.info("early stopping at step %d: best val loss %.4f at step %d", step, early.best_loss,
+                         early.best_step)
+                break
         if cfg.save_every and step % cfg.save_every == 0 and step != cfg.steps and ddp.main:
             save()
     if bar is not None:
         bar.close()
-    val_loss = diagnose().get("val_loss") if val_set.pairs else None
+    if early.stopped:
+        val_loss = early.restore(model)
+    else:
+        val_loss = diagnose().get("val_loss") if val_set.pairs else None
+        if early.best_state is not None and val_loss is not None and early.best_loss < val_loss:
+            val_loss = early.restore(model)
+    if early.enabled:
+        early_summary.update(early.summary(step))
     if history:
         history[-1]["val_loss"] = val_loss
     if ddp.main:

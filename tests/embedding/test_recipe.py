@@ -107,3 +107,59 @@ def test_validation_covers_every_full_batch_of_val_pairs(tiny_dataset):
     first = validation_loss(model, processor, val.pairs, notes, TrainConfig(batch_size=2, val_batches=1),
                             torch.device("cpu"))
     assert first == pytest.approx(expected[0], rel=1e-5)
+
+
+def test_epochs_set_the_steps_and_early_stopping_keeps_the_best_weights(tmp_path, capsys):
+    import json as _json
+    import math as _math
+
+    from embedding.checkpoint import load_encoder, read_meta
+    from embedding.testing import write_dataset
+    from i2i.cli import main as i2i
+
+    notes_path, pairs_path = write_dataset(tmp_path / "data", count=32, groups=8)
+    notes = load_notes(str(notes_path))
+    train_set, _ = load_pairs(str(pairs_path), set(notes))
+    config = tmp_path / "early.json"
+    config.write_text(_json.dumps({"train": {"epochs": 2, "patience": 2, "min_delta": 100.0, "val_every": 1}}))
+    out = tmp_path / "ckpt"
+    args = ["train", "--notes", str(notes_path), "--pairs", str(pairs_path), "--out", str(out), "--backbone", "tiny",
+            "--config", str(config), "--batch-size", "2", "--log-every", "1", "--quiet"]
+    assert i2i(args) == 0
+    meta = read_meta(out)
+    planned = _math.ceil(2 * len(train_set.pairs) / 2)
+    assert meta["train_config"]["steps"] == planned and planned > 3
+    # min_delta 100: no validation after the first counts as an improvement, so two more stop it
+    early = meta["early_stopping"]
+    assert early["stopped_at"] == 3 and meta["step"] == 3 and early["restored_best"]
+    measured = {r["step"]: r["val_loss"] for r in meta["diagnostics"] if r["step"] > 0}
+    assert early["best_step"] == min(measured, key=measured.get)
+    assert early["best_val_loss"] == pytest.approx(measured[early["best_step"]])
+    # the saved weights are the best ones: their val loss is the best one
+    encoder = load_encoder(str(out), device="cpu")
+    _, val = load_pairs(str(pairs_path), set(notes))
+    again = validation_loss(encoder.model, encoder.processor, val.pairs, notes, TrainConfig(batch_size=2),
+                            torch.device("cpu"))
+    assert again == pytest.approx(early["best_val_loss"], rel=1e-4)
+
+
+def test_gpu_full_training_options_run_on_cpu_with_a_tiny_model(tmp_path):
+    """gpu_full's train section (epochs, early stopping, its rates) on tiny backbones."""
+    import json as _json
+
+    from embedding.checkpoint import read_meta
+    from embedding.config import preset
+    from embedding.testing import write_dataset
+    from i2i.cli import main as i2i
+
+    notes_path, pairs_path = write_dataset(tmp_path / "data", count=32, groups=8)
+    train_section = dict(preset("gpu_full")["train"], batch_size=2, num_workers=0, val_every=4, epochs=1)
+    config = tmp_path / "gpu_train.json"
+    config.write_text(_json.dumps({"train": train_section}))
+    out = tmp_path / "ckpt"
+    assert i2i(["train", "--notes", str(notes_path), "--pairs", str(pairs_path), "--out", str(out),
+                "--backbone", "tiny", "--config", str(config), "--device", "cpu", "--quiet"]) == 0
+    meta = read_meta(out)
+    assert meta["train_config"]["epochs"] == 1 and meta["train_config"]["steps"] < 2000
+    assert meta["early_stopping"]["patience"] == preset("gpu_full")["train"]["patience"]
+    assert meta["early_stopping"]["best_val_loss"] is not None
