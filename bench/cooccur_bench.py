@@ -27,24 +27,6 @@ import pyarrow.parquet as pq
 DAY_MS = 86_400_000
 START = dt.datetime(2024, 1, 1, tzinfo=dt.timezone.utc)
 
-DUCKDB_SQL = """
-WITH ranked AS (
-  SELECT user_id, note_id, action, epoch_ms(ts) AS t,
-         row_number() OVER (PARTITION BY user_id ORDER BY ts DESC, note_id DESC, action DESC) AS rn
-  FROM read_parquet('{events}/**/*.parquet')
-), kept AS (SELECT user_id, note_id, action, t FROM ranked WHERE rn <= {cap}),
-clicks AS (SELECT user_id, note_id, t FROM kept WHERE action = 'click'),
-n_u AS (SELECT user_id, count(DISTINCT note_id) AS n FROM clicks GROUP BY user_id),
-members AS (
-  SELECT DISTINCT a.user_id, a.note_id AS src_note_id, c.note_id AS dst_note_id
-  FROM kept a JOIN clicks c
-    ON a.user_id = c.user_id AND c.t > a.t AND c.t <= a.t + {window_ms}
-  WHERE a.note_id <> c.note_id
-)
-SELECT src_note_id, dst_note_id, sum(1.0 / n) AS score, count(*) AS users
-FROM members JOIN n_u USING (user_id)
-GROUP BY src_note_id, dst_note_id
-"""
 
 
 def generate(out: Path, events: int, users: int, notes: int, days: int, seed: int = 7) -> int:
@@ -93,7 +75,10 @@ def duckdb_scores(events: str, out: str, window_ms: int, cap: int) -> None:
     import duckdb
 
     con = duckdb.connect()
-    con.execute(f"COPY ({DUCKDB_SQL.format(events=events, cap=cap, window_ms=window_ms)}) TO '{out}' (FORMAT parquet)")
+    from i2i.data.calibration import COOCCUR_SQL
+
+    sql = COOCCUR_SQL.format(events=f"read_parquet('{events}/**/*.parquet')", cap=cap, window_ms=window_ms)
+    con.execute(f"COPY ({sql}) TO '{out}' (FORMAT parquet)")
 
 
 def compare(beam_dir: Path, duck_file: Path) -> str:

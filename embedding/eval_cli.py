@@ -1,12 +1,16 @@
 """``i2i eval``: Recall@100/1k/10k of a checkpoint, an embedding table or a baseline on one split.
 
-The pool is every note of the notes table (``--pool all``, the default, for every split) or only
-the notes named by the split's pairs (``--pool split``, closest to the paper's test pool). Each
-pair's query note is ranked against the pool without itself and the target note's rank counts.
+The pool is every note of the notes table (``--pool all``), only the notes named by the split's
+pairs (``--pool split``) or, the paper's protocol, every note published at or after a time
+(``--pool-since T``: the test week's notes, disjoint from the training notes when the pairs were
+made with ``i2i pairs --test-since T``). Each pair's query note is ranked against the pool without
+itself and the target note's rank counts; every recall comes with a 95% bootstrap interval, and
+``--compare-to`` gives the paired bootstrap difference against another evaluation's ranks.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -29,6 +33,7 @@ from embedding.evaluation import (
     evaluate,
     pair_groups,
     plot_recall_curves,
+    recall_key,
     resolve_pairs,
     write_result,
 )
@@ -38,7 +43,7 @@ from i2i.schemas import SPLITS, validate
 
 log = logging.getLogger(__name__)
 
-NOTE_COLUMNS = ("note_id", "title", "topics", "content", "image")
+NOTE_COLUMNS = ("note_id", "title", "topics", "content", "image", "published_at")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,12 +57,24 @@ def build_parser() -> argparse.ArgumentParser:
     method = parser.add_mutually_exclusive_group(required=True)
     method.add_argument("--checkpoint", help="checkpoint directory from i2i train (trained or untrained = zero-shot)")
     method.add_argument("--table", help="embedding table: parquet:DIR or redis://host:port/db")
-    method.add_argument("--baseline", choices=BASELINES, help="a baseline: bm25, minilm or image")
+    method.add_argument("--baseline", choices=BASELINES,
+                        help="a baseline: bm25, minilm, image, random (the floor) or oracle (the latent-attribute ceiling)")
+    parser.add_argument("--attributes", help="with --baseline oracle: the dataset's _attributes table "
+                        "(default: _attributes beside the notes table)")
     parser.add_argument("--model-version", help="with --table: the model version to evaluate (default: the only one)")
     parser.add_argument("--split", default="test", choices=SPLITS, help="pairs split to evaluate (default test)")
     parser.add_argument("--pool", default="all", choices=("all", "split"),
                         help="all: every note of the notes table (default); split: notes named by the split's pairs")
+    parser.add_argument("--pool-since", metavar="TIME",
+                        help="pool = notes published at or after TIME (ISO-8601 or epoch ms): the paper's test pool; "
+                        "pairs with a note outside it are skipped and counted")
     parser.add_argument("--out", help="directory for metrics.json, metrics.md and ranks.parquet")
+    parser.add_argument("--json", metavar="PATH", help="also write the metrics JSON to PATH")
+    parser.add_argument("--bootstrap", type=int, default=1000,
+                        help="bootstrap resamples of pairs for 95%% intervals (default 1000; 0 = none)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of --baseline random (default 0)")
+    parser.add_argument("--compare-to", metavar="DIR",
+                        help="an earlier --out DIR: paired bootstrap difference (this minus that) on the pairs both ranked")
     parser.add_argument("--plot", help="PNG file: recall against k for each pair group")
     parser.add_argument("--short-tokens", type=int, default=50, help="short note: fewer tokens than this (default 50)")
     parser.add_argument("--long-tokens", type=int, default=165, help="long note: more tokens than this (default 165)")
@@ -106,6 +123,23 @@ def load_pairs(path: str, split: str) -> pa.Table:
         present = sorted(set(table.column("split").to_pylist()))
         raise InputError(f"pairs table {path} has no pairs of split {split!r} (splits present: {present or 'none'})")
     return selected
+
+
+def published_since(notes: list[dict], since: str) -> list[dict]:
+    """Notes published at or after ``since`` (the paper's test pool)."""
+    from i2i.records import parse_timestamp_ms
+
+    try:
+        since_ms = parse_timestamp_ms(int(since) if since.lstrip("-").isdigit() else since)
+    except (ValueError, OverflowError) as exc:
+        raise InputError(f"--pool-since: cannot read {since!r} as a time ({exc})") from exc
+    if notes and "published_at" not in notes[0]:
+        raise InputError("--pool-since needs a published_at column in the notes table")
+    pool = [n for n in notes if n.get("published_at") is not None
+            and parse_timestamp_ms(n["published_at"]) >= since_ms]
+    if len(pool) < 2:
+        raise InputError(f"--pool-since {since}: only {len(pool)} note(s) published at or after it")
+    return pool
 
 
 def restrict_pool(notes: list[dict], pairs: pa.Table) -> list[dict]:
@@ -161,9 +195,20 @@ def table_method(args, pool: list[dict]) -> Method:
     return Method(name, DenseScorer(lookup.vectors, args.device), kept, counter, len(pool) - len(found))
 
 
+def load_attributes(args) -> pa.Table | None:
+    if args.baseline != "oracle":
+        return None
+    path = Path(args.attributes) if args.attributes else Path(args.notes).parent / "_attributes"
+    if not path.exists():
+        raise InputError(f"the oracle needs the latent attributes table; not found: {path} (pass --attributes DIR)")
+    return read_table(path)
+
+
 def baseline_method(args, pool: list[dict]) -> Method:
     counter = default_counter() if args.tokens == "auto" else whitespace_counter()
-    return Method(args.name or args.baseline, build_scorer(args.baseline, pool, args.device, progress=True), pool, counter)
+    scorer = build_scorer(args.baseline, pool, args.device, progress=True, seed=args.seed,
+                          attributes=load_attributes(args))
+    return Method(args.name or args.baseline, scorer, pool, counter)
 
 
 def write_ranks(path: Path, query_ids: list[str], target_ids: list[str], ranks: np.ndarray) -> None:
@@ -180,13 +225,20 @@ def write_ranks(path: Path, query_ids: list[str], target_ids: list[str], ranks: 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     config = EvalConfig(ks=parse_ks(args.ks), short_tokens=args.short_tokens, long_tokens=args.long_tokens,
-                        device=args.device, progress=True)
+                        device=args.device, progress=True, bootstrap=args.bootstrap, seed=args.seed)
     if args.short_tokens <= 0 or args.long_tokens <= 0:
         raise InputError("--short-tokens and --long-tokens must be positive")
+    if args.bootstrap < 0:
+        raise InputError(f"--bootstrap must not be negative, got {args.bootstrap}")
+    if args.pool_since and args.pool != "all":
+        raise InputError("--pool-since and --pool split choose the pool in two ways: give one")
     started = time.perf_counter()
     notes = load_notes(args.notes)
     pairs = load_pairs(args.pairs, args.split)
-    pool = notes if args.pool == "all" else restrict_pool(notes, pairs)
+    if args.pool_since:
+        pool = published_since(notes, args.pool_since)
+    else:
+        pool = notes if args.pool == "all" else restrict_pool(notes, pairs)
     loaded = time.perf_counter()
 
     if args.checkpoint:
@@ -201,27 +253,80 @@ def main(argv: list[str]) -> int:
     positions = resolve_pairs(pool_ids, pairs.column("query_note_id").to_pylist(), pairs.column("target_note_id").to_pylist())
     tokens = method.counter.lengths(method.pool)
     result, ranks = evaluate(method.name, args.split, method.scorer, positions, tokens, method.counter.name, config)
+    masks = pair_groups(tokens[positions.queries], tokens[positions.targets], config)
+    query_ids = [pool_ids[i] for i in positions.queries]
+    target_ids = [pool_ids[i] for i in positions.targets]
+    if args.compare_to:
+        result.extra["paired_difference"] = compare_to(Path(args.compare_to), query_ids, target_ids, ranks, masks,
+                                                       result, config)
     result.extra.update({
-        "pool": args.pool,
+        "pool": f"published since {args.pool_since}" if args.pool_since else args.pool,
         "missing_embeddings": method.missing_embeddings,
         "seconds_load": round(loaded - started, 3),
         "seconds_encode": round(encoded - loaded, 3),
     })
     print(result.to_markdown())
+    if "paired_difference" in result.extra:
+        print(format_differences(result.extra["paired_difference"]))
 
     outputs = []
+    if args.json:
+        from embedding.evaluation import write_text_atomic
+
+        outputs.append(write_text_atomic(args.json, json.dumps(result.to_json(), indent=2) + "\n"))
     if args.out:
         out = Path(args.out)
         outputs += list(write_result(result, out))
         ranks_path = out / "ranks.parquet"
-        write_ranks(ranks_path, [pool_ids[i] for i in positions.queries], [pool_ids[i] for i in positions.targets], ranks)
+        write_ranks(ranks_path, query_ids, target_ids, ranks)
         outputs.append(ranks_path)
     if args.plot:
-        masks = pair_groups(tokens[positions.queries], tokens[positions.targets], config)
         curves = {name: ranks[mask] for name, mask in masks.items()}
         outputs.append(plot_recall_curves(curves, result.candidates, args.plot, f"{method.name} — {args.split}"))
     print_summary(result, time.perf_counter() - started, outputs)
     return 0
+
+
+def compare_to(other_dir: Path, query_ids: list[str], target_ids: list[str], ranks: np.ndarray,
+               masks: dict[str, np.ndarray], result: EvalResult, config: EvalConfig) -> dict:
+    """Paired bootstrap of (this recall - the other's) per group and k, on the pairs both ranked."""
+    from embedding.bootstrap import hits, paired_difference
+
+    path = other_dir / "ranks.parquet"
+    if not path.exists():
+        raise InputError(f"--compare-to: {path} not found (an i2i eval --out DIR holds it)")
+    other = pq.read_table(path)
+    other_rank = {(q, t): r for q, t, r in zip(other.column("query_note_id").to_pylist(),
+                                               other.column("target_note_id").to_pylist(),
+                                               other.column("rank").to_pylist())}
+    found = np.array([(q, t) in other_rank for q, t in zip(query_ids, target_ids)])
+    theirs = np.array([other_rank.get((q, t), 0) for q, t in zip(query_ids, target_ids)], dtype=np.int64)
+    other_name = json.loads((other_dir / "metrics.json").read_text())["method"] if (other_dir / "metrics.json").exists() \
+        else str(other_dir)
+    groups = {}
+    for name, mask in masks.items():
+        selected = mask & found
+        groups[name] = {}
+        for k in config.ks:
+            at = min(k, result.candidates)
+            diff = paired_difference(hits(ranks[selected], at), hits(theirs[selected], at), config.bootstrap or 1000,
+                                     config.seed)
+            groups[name][recall_key(k)] = diff.to_json() if diff else None
+    return {"a": result.method, "b": other_name, "pairs_compared": int(found.sum()),
+            "pairs_missing_in_b": int((~found).sum()), "groups": groups}
+
+
+def format_differences(comparison: dict) -> str:
+    lines = [f"Paired difference {comparison['a']} - {comparison['b']} on {comparison['pairs_compared']} pairs "
+             f"(95% bootstrap interval, p two-sided):"]
+    for group, by_k in comparison["groups"].items():
+        cells = []
+        for key, diff in by_k.items():
+            if diff:
+                d = diff["difference"]
+                cells.append(f"{key} {d['value']:+.4f} [{d['low']:+.4f}, {d['high']:+.4f}] p={diff['p_value']:.3f}")
+        lines.append(f"  {group}: " + ("; ".join(cells) if cells else "—"))
+    return "\n".join(lines)
 
 
 def print_summary(result: EvalResult, seconds: float, outputs: list) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from embedding.bootstrap import hits, interval
 from i2i.errors import InputError
 
 DEFAULT_KS = (100, 1000, 10000)
@@ -44,6 +45,8 @@ class EvalConfig:
     max_scores_per_chunk: int = 1 << 25  # bounds memory: queries per chunk = this // pool size
     device: str | None = None  # None: cuda when available, else cpu
     progress: bool = False
+    bootstrap: int = 1000  # resamples of pairs for the 95% intervals (0: no intervals)
+    seed: int = 0  # of the bootstrap resampling
 
 
 def pick_device(device: str | None = None) -> torch.device:
@@ -122,6 +125,7 @@ def recall_at(ranks: np.ndarray, k: int) -> float:
 class GroupResult:
     pairs: int
     recall: dict[str, float | None]  # "R@100" -> value; None when the group has no pairs
+    interval: dict[str, list[float] | None] = field(default_factory=dict)  # "R@100" -> [low, high] (95%)
 
 
 @dataclass
@@ -166,7 +170,7 @@ class EvalResult:
         for name in GROUPS:
             group = self.groups[name]
             cells = [GROUP_TITLES[name], str(group.pairs)]
-            cells += [format_recall(group.recall[recall_key(k)]) for k in self.ks]
+            cells += [format_recall(group.recall[recall_key(k)], group.interval.get(recall_key(k))) for k in self.ks]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
         lines.append(
@@ -174,6 +178,8 @@ class EvalResult:
             f"{self.pairs} pairs evaluated, {self.skipped_pairs} skipped (note not in the pool). "
             f"Short < {self.short_tokens} tokens, long > {self.long_tokens} tokens ({self.token_counter})."
         )
+        if any(group.interval for group in self.groups.values()):
+            lines.append("In brackets: 95% bootstrap interval over pairs.")
         if self.capped_ks:
             capped = ", ".join(f"R@{format_k(k)}" for k in self.capped_ks)
             lines.append(f"\\* {capped} capped at the pool size: measured at k = {self.candidates}, so it is 1.0 by construction.")
@@ -188,8 +194,10 @@ def recall_label(k: int, capped: bool) -> str:
     return recall_key(k) + ("*" if capped else "")
 
 
-def format_recall(value: float | None) -> str:
-    return "—" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+def format_recall(value: float | None, interval: list[float] | None = None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.4f}" + (f" [{interval[0]:.3f}, {interval[1]:.3f}]" if interval else "")
 
 
 def pair_groups(query_tokens: np.ndarray, target_tokens: np.ndarray, config: EvalConfig) -> dict[str, np.ndarray]:
@@ -217,7 +225,12 @@ def summarise(
     for name, mask in pair_groups(np.asarray(query_tokens), np.asarray(target_tokens), config).items():
         selected = ranks[mask]
         recall = {recall_key(k): (recall_at(selected, min(k, candidates)) if len(selected) else None) for k in config.ks}
-        groups[name] = GroupResult(pairs=int(mask.sum()), recall=recall)
+        intervals = {}
+        if config.bootstrap and len(selected):
+            for k in config.ks:
+                found = interval(hits(selected, min(k, candidates)), config.bootstrap, config.seed)
+                intervals[recall_key(k)] = [round(found.low, 6), round(found.high, 6)]
+        groups[name] = GroupResult(pairs=int(mask.sum()), recall=recall, interval=intervals)
     return groups, capped
 
 

@@ -104,3 +104,50 @@ def tinted_png(gray: np.ndarray, rgb: tuple[int, int, int], size: int = IMAGE_SI
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False, compress_level=6)
     return buffer.getvalue()
+
+
+def augmented_photos(base: np.ndarray, rgb: np.ndarray, rng: np.random.Generator, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Photos of products, each its own shot: ``base`` (n, 28, 28) grayscale garments tinted with ``rgb`` (n, 3).
+
+    Every photo gets its own random crop and scale, horizontal flip, small rotation, tint and
+    lighting jitter and a light background colour, all drawn from ``rng`` and applied to the whole
+    batch at once (one inverse affine map per photo, bilinear sampling). Returns uint8 (n, size, size, 3).
+    """
+    n = len(base)
+    f32 = np.float32
+    angle = np.deg2rad(rng.uniform(-12, 12, n)).astype(f32)
+    scale = rng.uniform(0.8, 1.15, n).astype(f32)  # > 1 zooms in (a crop), < 1 leaves a margin
+    flip = np.where(rng.random(n) < 0.5, -1.0, 1.0).astype(f32)
+    shift = rng.uniform(-0.12, 0.12, (n, 2)).astype(f32)
+    # output pixel centres in [-1, 1], mapped back into the source photo
+    grid = (np.arange(size, dtype=f32) + f32(0.5)) / f32(size) * f32(2) - f32(1)
+    gy, gx = np.meshgrid(grid, grid, indexing="ij")
+    cos, sin = (np.cos(angle) / scale)[:, None, None], (np.sin(angle) / scale)[:, None, None]
+    src = base.shape[1]
+    half = f32(src / 2)
+    sx = (flip[:, None, None] * (cos * gx - sin * gy) + shift[:, 0, None, None] + 1) * half - f32(0.5)
+    sy = (sin * gx + cos * gy + shift[:, 1, None, None] + 1) * half - f32(0.5)
+    x0, y0 = np.floor(sx), np.floor(sy)
+    fx, fy = sx - x0, sy - y0
+    width = src + 2
+    # one zero pixel of border all round: samples outside the photo read background
+    flat = np.pad(base.astype(f32) / f32(255), ((0, 0), (1, 1), (1, 1))).reshape(-1)
+    xi = np.clip(x0.astype(np.int32) + 1, 0, src)
+    yi = np.clip(y0.astype(np.int32) + 1, 0, src)
+    index = yi * width + xi + (np.arange(n, dtype=np.int32) * width * width)[:, None, None]
+    top = flat[index] * (1 - fx) + flat[index + 1] * fx
+    bottom = flat[index + width] * (1 - fx) + flat[index + width + 1] * fx
+    alpha = (top * (1 - fy) + bottom * fy)[..., None]
+    tint = np.clip(rgb.astype(f32) + rng.normal(0, 12, (n, 3)).astype(f32), 0, 255)[:, None, None, :]
+    light = rng.uniform(0.85, 1.15, n).astype(f32)[:, None, None, None]
+    background = rng.uniform(225, 252, (n, 3)).astype(f32)[:, None, None, :]
+    shade = f32(0.55) + f32(0.45) * alpha  # keep texture: darker folds, brighter highlights
+    pixels = (background * (1 - alpha) + tint * shade * alpha) * light
+    return np.clip(pixels, 0, 255).astype(np.uint8)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    """One (h, w, 3) uint8 photo as PNG bytes (fast compression: sizes matter less than speed here)."""
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
