@@ -27,7 +27,10 @@ from embedding.inputs import NoteProcessor
 from embedding.mlrm import MLRM
 
 ATTRIBUTES_DIR = "_attributes"
-# fashion-notes sessions favour notes matching their theme by these log-weights (i2i/data/fashion_notes.py)
+# fashion-notes v2 (with products): equal weights give the nested levels of i2i/data/oracle.py
+# (same product 4 > same family 3 > same category and colour 2 > same category 1)
+PRODUCT_ORACLE_WEIGHTS = {"product_id": 1.0, "category": 1.0, "colour": 1.0, "style": 1.0}
+# fashion-notes v1: sessions favoured notes matching their theme by these log-weights
 ORACLE_WEIGHTS = {"category": 2.5, "colour": 1.2, "style": 0.8}
 KNN_ATTRIBUTES = ("category", "colour")
 TAU_GRID = tuple(np.round(np.arange(0.0, 6.01, 0.25), 2))
@@ -141,7 +144,8 @@ def oracle_vectors(attributes: dict[str, dict], ids: list[str]) -> torch.Tensor 
     """One-hot latent attributes, each scaled by the square root of its weight, so that the inner
     product of two notes is the weighted count of attributes they share."""
     sample = next(iter(attributes.values()))
-    columns = [c for c in ORACLE_WEIGHTS if c in sample] or \
+    weights = PRODUCT_ORACLE_WEIGHTS if "product_id" in sample else ORACLE_WEIGHTS
+    columns = [c for c in weights if c in sample] or \
         [c for c, v in sample.items() if c != "note_id" and isinstance(v, str)]
     if not columns:
         return None
@@ -152,7 +156,7 @@ def oracle_vectors(attributes: dict[str, dict], ids: list[str]) -> torch.Tensor 
         block = torch.zeros(len(ids), len(values))
         for row, note_id in enumerate(ids):
             block[row, index[str(attributes[note_id][column])]] = 1.0
-        blocks.append(block * math.sqrt(ORACLE_WEIGHTS.get(column, 1.0)))
+        blocks.append(block * math.sqrt(weights.get(column, 1.0)))
     return torch.cat(blocks, dim=1)
 
 

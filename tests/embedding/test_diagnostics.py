@@ -81,3 +81,14 @@ def test_training_writes_the_log_and_curves_with_reference_figures(tmp_path, cap
         assert {"val_loss", "val_R@100", "probe_cosine", "knn_category", "knn_colour"} <= set(record)
     assert records[1]["loss"] is not None and records[-1]["val_loss"] == read_meta(out)["history"][-1]["val_loss"]
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_product_oracle_vectors_give_the_nested_levels_of_the_ranking_oracle():
+    from embedding.diagnostics import oracle_vectors
+
+    rows = [("a", "p1", "coat", "red", "chic"), ("b", "p1", "coat", "red", "chic"), ("c", "p2", "coat", "red", "chic"),
+            ("d", "p3", "coat", "red", "boho"), ("e", "p4", "coat", "blue", "boho"), ("f", "p5", "bag", "blue", "chic")]
+    attributes = {r[0]: dict(zip(("note_id", "product_id", "category", "colour", "style"), r)) for r in rows}
+    vectors = oracle_vectors(attributes, [r[0] for r in rows])
+    scores = (vectors @ vectors.T)[0].tolist()
+    assert scores[1:5] == [4.0, 3.0, 2.0, 1.0]  # product > family > category+colour > category
