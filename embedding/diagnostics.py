@@ -207,8 +207,9 @@ class Diagnostics:
         tau = model.tau.detach().float().cpu()
         record: dict[str, Any] = {
             "val_loss": loss_of_batches(embedded, self.batches, tau, model.config.alpha),
-            f"val_R@{self.k}": recall_in_pool(embedded, self.pairs, self.k),
         }
+        for k in sorted({10, self.k}):  # R@10 too: small val pools make R@100 nearly 1
+            record[f"val_R@{k}"] = recall_in_pool(embedded, self.pairs, k)
         probe = embedded.multimodal[embedded.rows(self.probe)]
         record["probe_cosine"] = mean_pairwise_cosine(probe)
         if self.attributes is not None:
@@ -248,8 +249,9 @@ def plot_curves(history: list[dict[str, Any]], reference: dict[str, Any], title:
     left.legend(fontsize=8)
     left.grid(alpha=0.3)
     k = reference.get("recall_k", 100)
-    for key, label in ((f"val_R@{k}", f"val R@{k}"), ("knn_category", "kNN category"),
-                       ("knn_colour", "kNN colour"), ("probe_cosine", "probe mean cosine")):
+    series = [(f"val_R@{k}", f"val R@{k}")] + ([("val_R@10", "val R@10")] if k != 10 else [])
+    series += [("knn_category", "kNN category"), ("knn_colour", "kNN colour"), ("probe_cosine", "probe mean cosine")]
+    for key, label in series:
         points = [(r["step"], r[key]) for r in history if r.get(key) is not None]
         if points:
             right.plot(*zip(*points), "o-", label=label)

@@ -78,7 +78,7 @@ def test_training_writes_the_log_and_curves_with_reference_figures(tmp_path, cap
     records = lines[1:]
     assert [r["step"] for r in records] == [0, 2, 4]
     for record in records:
-        assert {"val_loss", "val_R@100", "probe_cosine", "knn_category", "knn_colour"} <= set(record)
+        assert {"val_loss", "val_R@100", "val_R@10", "probe_cosine", "knn_category", "knn_colour"} <= set(record)
     assert records[1]["loss"] is not None and records[-1]["val_loss"] == read_meta(out)["history"][-1]["val_loss"]
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
