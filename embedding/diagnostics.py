@@ -177,10 +177,11 @@ class Diagnostics:
     """Measures one model state on the val pairs; the probe set is the first ``probe_size`` val notes."""
 
     def __init__(self, val_pairs: list[Pair], notes: dict[str, dict], batch_size: int, notes_path: str | None,
-                 probe_size: int = 256, k: int = 100):
+                 probe_size: int = 256, k: int = 100, max_batches: int = 0):
         self.pairs = val_pairs
         self.notes = notes
         self.batches = fixed_batches(val_pairs, batch_size) if len(val_pairs) >= 2 else []
+        self.batches = self.batches[: max_batches or None]  # 0 = all
         self.ids = sorted({n for pair in val_pairs for n in pair})
         self.probe = self.ids[:probe_size]
         self.k = k

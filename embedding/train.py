@@ -338,7 +338,8 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
 
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train {model.config.variant}", unit="step")
     dead_table = pa.Table.from_pylist(train_set.dead_letters + val_set.dead_letters, schema=DEAD_LETTER)
-    diagnostics = Diagnostics(val_set.pairs, notes, cfg.batch_size, notes_path, k=cfg.recall_k)
+    diagnostics = Diagnostics(val_set.pairs, notes, cfg.batch_size, notes_path, k=cfg.recall_k,
+                              max_batches=cfg.val_batches)
     reference = diagnostics.reference()
     diag_records = list(state.get("diagnostics", [])) if state is not None else []
 

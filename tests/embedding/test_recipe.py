@@ -138,8 +138,9 @@ def test_epochs_set_the_steps_and_early_stopping_keeps_the_best_weights(tmp_path
     # the saved weights are the best ones: their val loss is the best one
     encoder = load_encoder(str(out), device="cpu")
     _, val = load_pairs(str(pairs_path), set(notes))
-    again = validation_loss(encoder.model, encoder.processor, val.pairs, notes, TrainConfig(batch_size=2),
-                            torch.device("cpu"))
+    val_batches = preset("tiny")["train"]["val_batches"]
+    again = validation_loss(encoder.model, encoder.processor, val.pairs, notes,
+                            TrainConfig(batch_size=2, val_batches=val_batches), torch.device("cpu"))
     assert again == pytest.approx(early["best_val_loss"], rel=1e-4)
 
 
