@@ -53,11 +53,13 @@ def compute_model_version(directory: Path, variant: str) -> str:
 
 def save_checkpoint(model: MLRM, tokenizer, out_dir: str | Path, meta: dict[str, Any] | None = None,
                     training_state: dict[str, Any] | None = None,
-                    extra_tables: dict[str, Any] | None = None) -> str:
+                    extra_tables: dict[str, Any] | None = None,
+                    extra_files: dict[str, bytes] | None = None) -> str:
     """Writes the checkpoint atomically; returns its model_version.
 
     ``extra_tables`` (name -> Arrow table) are written beside it as Parquet tables, e.g. the
-    dead-letter table of pairs that training could not use.
+    dead-letter table of pairs that training could not use; ``extra_files`` (name -> bytes) are
+    written as they are (the training log and curves).
     """
     with atomic_dir(out_dir) as tmp:
         (tmp / CONFIG_FILE).write_text(json.dumps(to_dict(model.config), indent=2, sort_keys=True))
@@ -76,6 +78,8 @@ def save_checkpoint(model: MLRM, tokenizer, out_dir: str | Path, meta: dict[str,
         for name, table in (extra_tables or {}).items():
             (tmp / name).mkdir()
             pq.write_table(table, tmp / name / "part-00000.parquet")
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_bytes(data)
     return version
 
 

@@ -43,6 +43,7 @@ class LLMConfig:
     tiny_heads: int = 4
     gradient_checkpointing: bool = False
     train_embeddings: bool = True  # False freezes the word-embedding table (much cheaper steps on CPU)
+    train_new_tokens: bool = False  # with a frozen table, still train the rows of <IMG> and <IMG_EMB>
 
 
 @dataclass
@@ -116,10 +117,14 @@ class TrainConfig:
     """Training defaults follow the paper's table 8, with a larger learning rate for the new modules."""
 
     steps: int = 200
+    epochs: float = 0.0  # > 0: train this many passes over the train pairs instead of ``steps``
+    patience: int = 0  # > 0: stop after this many validations without improvement, keep the best weights
+    min_delta: float = 0.0  # an improvement must lower the val loss by more than this
     batch_size: int = 8  # B pairs, 2B notes per step (per process)
     lr: float = 1e-4  # LLM
-    head_lr: float = 1e-3  # connector, late-fusion gate, projection, temperature
-    weight_decay: float = 1e-3
+    head_lr: float = 1e-3  # connector, late-fusion gate, projection, new token rows
+    tau_lr: float | None = None  # the temperature's own group (no weight decay); None = head_lr
+    weight_decay: float = 1e-3  # not applied to biases, norms, token rows or the temperature
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     warmup_ratio: float = 0.1
@@ -127,8 +132,11 @@ class TrainConfig:
     bf16: bool = True  # used only on CUDA
     seed: int = 0
     log_every: int = 10
-    val_every: int = 0  # 0 = validate only at the end
-    val_batches: int = 8
+    val_every: int = 0  # diagnostics (val loss, R@k, probe cosine, kNN) every N steps; 0 = start and end only
+    diagnose_start: bool = True  # diagnostics of the untrained state too
+    recall_k: int = 100  # R@k of the val pairs in the val pool
+    val_batches: int = 0  # 0 = every val pair (in fixed batches), N = only the first N batches
+    cache_vision: bool = True  # frozen encoder, no augmentation: features computed once per note
     save_every: int = 0  # 0 = save only at the end
     stop_after: int = 0  # stop (and save) after this step of the ``steps`` schedule; 0 = run to ``steps``
     num_workers: int = 0

@@ -24,6 +24,8 @@ class PreparedBatch:
     img_emb_index: torch.Tensor  # (B,) long, position of <IMG_EMB> (-1 when the prompt has none)
     pixels: torch.Tensor | None  # (B, 3, S, S) float32, None for text_only
     image_ok: torch.Tensor  # (B,) bool
+    features: torch.Tensor | None = None  # (B, L, h_v) cached frozen-encoder features (then pixels is None)
+    pooled: torch.Tensor | None = None  # (B, h_v)
 
     def to(self, device) -> "PreparedBatch":
         moved = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -65,7 +67,8 @@ class NoteProcessor:
         vision = self.config.vision
         return decode_image(note.get("image"), vision.image_size, vision.mean, vision.std)
 
-    def prepare(self, notes: list[dict[str, Any]]) -> PreparedBatch:
+    def prepare(self, notes: list[dict[str, Any]], images: bool = True) -> PreparedBatch:
+        """``images=False`` leaves pixels out (the caller supplies cached vision features)."""
         prompts = [self.prompts.build(note) for note in notes]
         length = max(len(p.ids) for p in prompts)
         n = len(notes)
@@ -84,7 +87,7 @@ class NoteProcessor:
                 img_emb_index[row] = pad + prompt.img_emb_position
         position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
         pixels, image_ok = None, torch.zeros(n, dtype=torch.bool)
-        if self.config.uses_image:
+        if self.config.uses_image and images:
             size = self.config.vision.image_size
             pixels = torch.zeros((n, 3, size, size), dtype=torch.float32)
             for row, note in enumerate(notes):

@@ -1,8 +1,13 @@
 """Contrastive losses of NoteLLM-2: eq. 1 (and eq. 8, the same on visual embeddings) and eq. 9.
 
 A batch holds 2B notes laid out as [q_1..q_B, t_1..t_B]: note i's positive is i+B (mod 2B).
-With several processes, every process's notes serve as negatives: embeddings are all-gathered
-and the local shard is put back as the local tensor, so it keeps its gradient.
+With W processes, every process builds the full (W * 2B)^2 similarity matrix of all gathered notes
+(as the official code does): the other shards arrive detached, the local shard is put back as the
+local tensor and keeps its gradient. Every process then holds the same loss, and its gradient on
+its own shard is exactly that shard's part of the single-process gradient over all W * 2B notes,
+the repulsion from remote anchors included. DDP averages parameter gradients over processes, so
+the training step scales the loss by W (and the temperature's gradient, whole on every process,
+back by 1/W).
 """
 from __future__ import annotations
 
@@ -23,18 +28,19 @@ def gather_with_local_grad(local: torch.Tensor) -> tuple[torch.Tensor, int]:
 
 
 def contrastive_loss(embeddings: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
-    """Eq. 1: mean over this process's 2B notes of -log softmax of the positive among all other notes."""
+    """Eq. 1 over all gathered notes: mean over every note of -log softmax of its positive among all
+    other notes (with one process: this process's 2B notes)."""
     count = embeddings.shape[0]
     if count % 2 or count < 2:
         raise ValueError(f"contrastive loss needs an even number (2B) of notes, got {count}")
     local = F.normalize(embeddings.float(), dim=-1)
-    candidates, offset = gather_with_local_grad(local)
-    logits = local @ candidates.T * tau.exp()
-    rows = torch.arange(count, device=local.device)
-    self_mask = torch.zeros_like(logits, dtype=torch.bool)
-    self_mask[rows, offset + rows] = True
+    everyone, _ = gather_with_local_grad(local)
+    logits = everyone @ everyone.T * tau.exp()
+    rows = torch.arange(everyone.shape[0], device=local.device)
+    self_mask = torch.eye(everyone.shape[0], dtype=torch.bool, device=local.device)
     logits = logits.masked_fill(self_mask, float("-inf"))  # j in [2B] \ {i}
-    positives = offset + (rows + count // 2) % count
+    start = rows // count * count  # each process's shard keeps its own [q, t] layout
+    positives = start + (rows - start + count // 2) % count
     return F.cross_entropy(logits, positives)
 
 

@@ -22,12 +22,14 @@ from embedding.backbones import build_llm, build_vision, freeze
 from embedding.config import ModelConfig
 from embedding.connector import LateFusionGate, QFormerConnector
 from embedding.inputs import PreparedBatch
+from embedding.prompts import SPECIAL_TOKENS
 
 
 @dataclass
 class NoteEmbeddings:
     multimodal: torch.Tensor  # (B, embed_dim), L2-normalised: the note embedding
     visual: torch.Tensor | None  # (B, embed_dim), L2-normalised mICL visual embedding, else None
+    attentions: tuple[torch.Tensor, ...] | None = None  # per LLM layer (B, heads, T, T), when asked for
 
 
 class MLRM(nn.Module):
@@ -43,8 +45,17 @@ class MLRM(nn.Module):
         self.gate = LateFusionGate(vision_dim, hidden) if config.uses_late_fusion else None
         self.head = nn.Linear(hidden, config.embed_dim)
         self.tau = nn.Parameter(torch.tensor(float(config.temperature_init)))  # logits scaled by e^tau
+        table = self.llm.get_input_embeddings().weight
+        # <IMG> and <IMG_EMB> are added last to the tokenizer, so they are its last ids
+        self.first_new_token = vocab_size - len(SPECIAL_TOKENS)
+        if pretrained:
+            with torch.no_grad():  # new tokens start at the mean of the pretrained rows (official NoteLLM code)
+                table[self.first_new_token:vocab_size] = table[:self.first_new_token].mean(dim=0)
+        self.new_tokens = None
         if not config.llm.train_embeddings:
-            self.llm.get_input_embeddings().weight.requires_grad_(False)
+            table.requires_grad_(False)
+            if config.llm.train_new_tokens:  # a frozen table whose new rows still learn
+                self.new_tokens = nn.Parameter(table[self.first_new_token:vocab_size].detach().clone())
         if config.llm.gradient_checkpointing:
             self.llm.gradient_checkpointing_enable()
 
@@ -61,21 +72,39 @@ class MLRM(nn.Module):
         new = [p for p in self.parameters() if p.requires_grad and id(p) not in llm_ids]
         return llm, new
 
+    def no_decay(self) -> set[int]:
+        """Ids of parameters exempt from weight decay: biases, norm weights, token rows, the temperature."""
+        exempt = {id(self.tau), id(self.llm.get_input_embeddings().weight)}
+        if self.new_tokens is not None:
+            exempt.add(id(self.new_tokens))
+        return exempt | {id(p) for p in self.parameters() if p.ndim < 2}
+
+    def token_embeddings(self, input_ids: torch.Tensor) -> torch.Tensor:
+        embeds = self.llm.get_input_embeddings()(input_ids)
+        if self.new_tokens is None:
+            return embeds
+        is_new = input_ids >= self.first_new_token
+        rows = self.new_tokens[(input_ids - self.first_new_token).clamp(min=0)]
+        return torch.where(is_new.unsqueeze(-1), rows.to(embeds.dtype), embeds)
+
     def encode_image(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         with torch.no_grad():
             features, pooled = self.vision(pixels)
         return features.float(), pooled.float()
 
-    def forward(self, batch: PreparedBatch) -> NoteEmbeddings:
-        embeds = self.llm.get_input_embeddings()(batch.input_ids)
-        features = pooled = None
-        if self.vision is not None:
+    def forward(self, batch: PreparedBatch, output_attentions: bool = False) -> NoteEmbeddings:
+        """``output_attentions`` needs eager attention (``llm.set_attn_implementation("eager")``)."""
+        embeds = self.token_embeddings(batch.input_ids)
+        features, pooled = batch.features, batch.pooled
+        if self.vision is not None and features is None:
             features, pooled = self.encode_image(batch.pixels)
         if self.connector is not None:
             visual_tokens = self.connector(features).to(embeds.dtype)
             embeds = embeds.masked_scatter(batch.image_mask.unsqueeze(-1), visual_tokens.reshape(-1, embeds.shape[-1]))
-        hidden = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask,
-                          position_ids=batch.position_ids, use_cache=False).last_hidden_state
+        llm_out = self.llm(inputs_embeds=embeds, attention_mask=batch.attention_mask,
+                           position_ids=batch.position_ids, use_cache=False,
+                           **({"output_attentions": True} if output_attentions else {}))
+        hidden = llm_out.last_hidden_state
         note = hidden[:, -1]
         visual = None
         if self.config.uses_micl:
@@ -87,4 +116,5 @@ class MLRM(nn.Module):
         return NoteEmbeddings(
             multimodal=F.normalize(self.head(note.float()), dim=-1),
             visual=F.normalize(self.head(visual.float()), dim=-1) if visual is not None else None,
+            attentions=llm_out.attentions if output_attentions else None,
         )

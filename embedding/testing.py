@@ -101,14 +101,28 @@ def make_pairs(notes: list[dict], groups: int = 8, seed: int = 0, val_every: int
         schema=PAIRS)
 
 
-def write_dataset(directory: str | Path, count: int = 32, groups: int = 8, seed: int = 0) -> tuple[Path, Path]:
-    """Writes notes/ and pairs/ Parquet tables under ``directory``; returns their paths."""
+def theme_attributes(count: int, groups: int = 8) -> pa.Table:
+    """The latent attributes of ``make_notes``' notes: each theme's item and colour."""
+    colours = list(COLOURS)
+    return pa.table({
+        "note_id": [f"n{i:04d}" for i in range(count)],
+        "category": [ITEMS[(i % groups) % len(ITEMS)] for i in range(count)],
+        "colour": [colours[(i % groups) % len(colours)] for i in range(count)],
+    })
+
+
+def write_dataset(directory: str | Path, count: int = 32, groups: int = 8, seed: int = 0,
+                  attributes: bool = False) -> tuple[Path, Path]:
+    """Writes notes/ and pairs/ Parquet tables under ``directory`` (and ``_attributes/`` when asked,
+    as ``i2i data`` does); returns the notes and pairs paths."""
     from i2i.io import write_table
 
     directory = Path(directory)
     notes = make_notes(count, seed, groups)
     write_table(notes_table(notes), directory / "notes")
     write_table(make_pairs(notes, groups, seed), directory / "pairs")
+    if attributes:
+        write_table(theme_attributes(count, groups), directory / "_attributes")
     return directory / "notes", directory / "pairs"
 
 
@@ -124,8 +138,9 @@ def distributed_loss_worker(rank: int, world: int, port: int, shards, tau: float
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         local = shards[rank].clone().requires_grad_(True)
-        loss = contrastive_loss(local, torch.tensor(tau))
+        temperature = torch.tensor(tau, requires_grad=True)
+        loss = contrastive_loss(local, temperature)
         loss.backward()
-        results[rank] = (float(loss), local.grad.clone())
+        results[rank] = (float(loss), local.grad.clone(), float(temperature.grad))
     finally:
         dist.destroy_process_group()

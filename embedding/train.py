@@ -5,6 +5,7 @@ gradient checkpointing, and DDP under torchrun (negatives gathered from every pr
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import os
@@ -20,11 +21,12 @@ import torch
 import torch.distributed as dist
 
 from embedding.backbones import load_tokenizer
-from embedding.batching import Pair, PairSet, pair_batches, select_pairs
+from embedding.batching import Pair, PairSet, one_epoch, pair_batches, select_pairs
 from embedding.checkpoint import load_model, load_training_state, read_meta, save_checkpoint
 from embedding.config import RunConfig, TrainConfig, to_dict
 from embedding.encoder import autocast_for, pick_device
-from embedding.inputs import NoteProcessor
+from embedding.diagnostics import Diagnostics, plot_curves, write_log
+from embedding.inputs import NoteProcessor, PreparedBatch
 from embedding.losses import contrastive_loss, micl_loss
 from embedding.mlrm import MLRM, NoteEmbeddings
 from i2i.errors import InputError
@@ -34,6 +36,16 @@ from i2i.schemas import DEAD_LETTER, validate
 log = logging.getLogger(__name__)
 
 NOTE_COLUMNS = ["note_id", "title", "topics", "content", "image"]
+LOG_FILE = "train_log.jsonl"
+CURVES_FILE = "training_curves.png"
+
+
+def merge_records(history: list[dict[str, Any]], diagnostics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One record per step: the training window's loss and that step's diagnostics."""
+    by_step: dict[int, dict[str, Any]] = {}
+    for record in history + diagnostics:
+        by_step.setdefault(int(record["step"]), {}).update(record)
+    return [by_step[s] for s in sorted(by_step)]
 
 
 @dataclass
@@ -101,10 +113,56 @@ def lr_lambda(total_steps: int, warmup_ratio: float):
 
 
 def make_optimizer(model: MLRM, train: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW with the LLM and the new modules at their own rates, each split into decayed and
+    undecayed parameters, and the temperature alone: at the head rate it could not leave its
+    initial value within a CPU-sized run."""
     llm, new = model.trainable_groups()
-    return torch.optim.AdamW(
-        [{"params": llm, "lr": train.lr}, {"params": new, "lr": train.head_lr}],
-        betas=tuple(train.betas), eps=train.eps, weight_decay=train.weight_decay)
+    exempt = model.no_decay()
+    tau_lr = train.tau_lr if train.tau_lr is not None else train.head_lr
+    groups = []
+    for name, params, lr in (("llm", llm, train.lr), ("new", new, train.head_lr)):
+        params = [p for p in params if p is not model.tau]
+        groups.append({"name": name, "params": [p for p in params if id(p) not in exempt], "lr": lr})
+        groups.append({"name": f"{name}_no_decay", "params": [p for p in params if id(p) in exempt], "lr": lr,
+                       "weight_decay": 0.0})
+    if model.tau.requires_grad:
+        groups.append({"name": "tau", "params": [model.tau], "lr": tau_lr, "weight_decay": 0.0})
+    return torch.optim.AdamW([g for g in groups if g["params"]], betas=tuple(train.betas), eps=train.eps,
+                             weight_decay=train.weight_decay)
+
+
+class FeatureCache:
+    """Frozen vision-encoder outputs per note, computed once: exact, because the encoder is frozen and
+    images are not augmented, and it removes the encoder from every training step."""
+
+    def __init__(self, model: MLRM, processor: NoteProcessor, notes: dict[str, dict], note_ids: list[str],
+                 device: torch.device, chunk: int = 32):
+        self.row = {note_id: i for i, note_id in enumerate(note_ids)}
+        features, pooled = [], []
+        with torch.no_grad():
+            for start in range(0, len(note_ids), chunk):
+                batch = processor.prepare([notes[n] for n in note_ids[start:start + chunk]])
+                f, p = model.encode_image(batch.pixels.to(device))
+                features.append(f.cpu())
+                pooled.append(p.cpu())
+        self.features, self.pooled = torch.cat(features), torch.cat(pooled)
+
+    def attach(self, batch: PreparedBatch, note_ids: list[str]) -> PreparedBatch:
+        rows = torch.tensor([self.row[n] for n in note_ids], dtype=torch.long)
+        batch.features, batch.pooled = self.features[rows], self.pooled[rows]
+        return batch
+
+
+def prepare_notes(processor: NoteProcessor, ids: list[str], notes: dict[str, dict],
+                  cache: FeatureCache | None) -> PreparedBatch:
+    if cache is None:
+        return processor.prepare([notes[n] for n in ids])
+    return cache.attach(processor.prepare([notes[n] for n in ids], images=False), ids)
+
+
+def prepare_batch(processor: NoteProcessor, batch: list[Pair], notes: dict[str, dict],
+                  cache: FeatureCache | None) -> PreparedBatch:
+    return prepare_notes(processor, [q for q, _ in batch] + [t for _, t in batch], notes, cache)
 
 
 def batch_loss(model: MLRM, out: NoteEmbeddings) -> torch.Tensor:
@@ -120,16 +178,19 @@ def notes_of(batch: list[Pair], notes: dict[str, dict]) -> list[dict]:
 
 
 def validation_loss(model: MLRM, processor: NoteProcessor, pairs: list[Pair], notes: dict[str, dict],
-                    train: TrainConfig, device: torch.device) -> float | None:
-    """Mean loss over the first ``val_batches`` fixed batches of the val split (same batches every time)."""
+                    train: TrainConfig, device: torch.device, cache: FeatureCache | None = None) -> float | None:
+    """Mean loss over fixed full batches of the val split (the same batches every time): all of them,
+    or the first ``val_batches``. Every batch has B pairs, so its chance level is ln(2B - 1)."""
     if len(pairs) < 2:
         return None
     losses = []
     model.eval()
-    batches = pair_batches(pairs, train.batch_size, seed=12345)
+    batches = list(one_epoch(pairs, min(train.batch_size, len(pairs)), random.Random(12345), allow_partial=False))
+    if not batches:  # pairs too entangled to fill one batch of distinct notes: use what fits
+        batches = list(one_epoch(pairs, min(train.batch_size, len(pairs)), random.Random(12345), allow_partial=True))
     with torch.no_grad(), autocast_for(device, train.bf16):
-        for _, batch in zip(range(train.val_batches), batches):
-            out = model(processor.prepare(notes_of(batch, notes)).to(device))
+        for batch in batches[: train.val_batches or None]:
+            out = model(prepare_batch(processor, batch, notes, cache).to(device))
             losses.append(float(batch_loss(model, out)))
     model.train()
     return float(np.mean(losses)) if losses else None
@@ -139,9 +200,9 @@ class BatchStream(torch.utils.data.IterableDataset):
     """Prepared training batches; with DataLoader workers, worker k takes every k-th batch."""
 
     def __init__(self, pairs: list[Pair], notes: dict[str, dict], processor: NoteProcessor, train: TrainConfig,
-                 shard: tuple[int, int], skip: int):
+                 shard: tuple[int, int], skip: int, cache: FeatureCache | None = None):
         self.pairs, self.notes, self.processor, self.train = pairs, notes, processor, train
-        self.shard, self.skip = shard, skip
+        self.shard, self.skip, self.cache = shard, skip, cache
 
     def __iter__(self) -> Iterator:
         info = torch.utils.data.get_worker_info()
@@ -151,7 +212,64 @@ class BatchStream(torch.utils.data.IterableDataset):
         for index, batch in enumerate(batches):
             if index < self.skip or index % workers != worker:
                 continue
-            yield self.processor.prepare(notes_of(batch, self.notes))
+            yield prepare_batch(self.processor, batch, self.notes, self.cache)
+
+
+def planned(cfg: TrainConfig, train_pairs: int, world: int) -> TrainConfig:
+    """``epochs`` > 0 sets the steps: that many passes over the train pairs at B pairs per process."""
+    if cfg.epochs <= 0:
+        return cfg
+    steps = max(1, math.ceil(cfg.epochs * train_pairs / (cfg.batch_size * world)))
+    return dataclasses.replace(cfg, steps=steps)
+
+
+class EarlyStopping:
+    """Stops after ``patience`` validations without a val-loss improvement of more than ``min_delta``
+    and keeps the best weights (on the CPU) to restore."""
+
+    def __init__(self, patience: int, min_delta: float):
+        self.patience, self.min_delta = patience, min_delta
+        self.best_loss, self.best_step, self.best_state = math.inf, None, None
+        self.bad, self.stopped = 0, False
+
+    @property
+    def enabled(self) -> bool:
+        return self.patience > 0
+
+    def should_stop(self, step: int, val_loss: float | None, model: MLRM) -> bool:
+        if not self.enabled or val_loss is None:
+            return False
+        if val_loss < self.best_loss:  # the best weights are kept whatever the margin
+            enough = val_loss < self.best_loss - self.min_delta
+            self.best_loss, self.best_step = val_loss, step
+            self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+            if enough:
+                self.bad = 0
+                return False
+        self.bad += 1
+        self.stopped = self.bad >= self.patience
+        return self.stopped
+
+    def restore(self, model: MLRM) -> float:
+        model.load_state_dict(self.best_state)
+        self.restored = True
+        return self.best_loss
+
+    def summary(self, step: int) -> dict[str, Any]:
+        return {"patience": self.patience, "min_delta": self.min_delta, "best_step": self.best_step,
+                "best_val_loss": self.best_loss if self.best_state is not None else None,
+                "stopped_at": step if self.stopped else None, "restored_best": getattr(self, "restored", False)}
+
+
+def backward(loss: torch.Tensor, model: MLRM, world: int) -> None:
+    """Gradients of the full gathered loss: DDP averages each process's share of them, so the loss is
+    scaled by W; the temperature's gradient is already whole on every process and is scaled back."""
+    if world == 1:
+        loss.backward()
+        return
+    (loss * world).backward()
+    if model.tau.grad is not None:
+        model.tau.grad.div_(world)
 
 
 def seed_everything(seed: int) -> None:
@@ -190,6 +308,9 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
     train_set, val_set = load_pairs(pairs_path, set(notes))
     if len(train_set.pairs) < 2:
         raise InputError(f"pairs table {pairs_path} has {len(train_set.pairs)} usable train pairs; need at least 2")
+    cfg = run.train = planned(cfg, len(train_set.pairs), ddp.world)
+    if cfg.patience and not (cfg.val_every and val_set.pairs):
+        raise InputError("early stopping (patience) needs val pairs and val_every > 0")
 
     state = None
     if resume:
@@ -217,7 +338,11 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
         wrapped = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[torch_device.index] if torch_device.type == "cuda" else None)
 
-    stream = BatchStream(train_set.pairs, notes, processor, cfg, (ddp.rank, ddp.world), skip=step)
+    cache = None
+    if cfg.cache_vision and model.vision is not None:
+        used = sorted({n for pair in train_set.pairs + val_set.pairs for n in pair})
+        cache = FeatureCache(model, processor, notes, used, torch_device)
+    stream = BatchStream(train_set.pairs, notes, processor, cfg, (ddp.rank, ddp.world), skip=step, cache=cache)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.num_workers,
                                          pin_memory=torch_device.type == "cuda")
     batches = iter(loader)  # draws a base seed: the saved streams are restored after it
@@ -229,18 +354,42 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
 
         bar = tqdm(total=cfg.steps, initial=step, desc=f"train {model.config.variant}", unit="step")
     dead_table = pa.Table.from_pylist(train_set.dead_letters + val_set.dead_letters, schema=DEAD_LETTER)
+    diagnostics = Diagnostics(val_set.pairs, notes, cfg.batch_size, notes_path, k=cfg.recall_k,
+                              max_batches=cfg.val_batches)
+    reference = diagnostics.reference()
+    diag_records = list(state.get("diagnostics", [])) if state is not None else []
+
+    def diagnose() -> dict[str, Any]:
+        record = {"step": step, "tau": float(model.tau.detach()),
+                  **diagnostics.measure(model, processor, torch_device, cache)}
+        diag_records.append(record)
+        if ddp.main:
+            log.info("diagnostics at step %d: %s", step,
+                     ", ".join(f"{k} {v:.4f}" for k, v in record.items() if isinstance(v, float)))
+        return record
+
+    if step == 0 and cfg.diagnose_start and val_set.pairs:
+        diagnose()
+    early = EarlyStopping(cfg.patience, cfg.min_delta)
 
     def save() -> str:
         meta = {"step": step, "variant": model.config.variant, "notes": notes_path, "pairs": pairs_path,
-                "train_config": to_dict(cfg), "history": history[-200:],
+                "train_config": to_dict(cfg), "history": history[-200:], "reference": reference,
+                "diagnostics": diag_records[-200:], **({"early_stopping": early_summary} if early_summary else {}),
                 "dead_letters": dict(train_set.reasons) | {f"val: {k}": v for k, v in val_set.reasons.items()}}
         training_state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                          "step": step, "history": history, "rng": rng_after_step or rng_state()}
+                          "step": step, "history": history, "diagnostics": diag_records,
+                          "rng": rng_after_step or rng_state()}
+        merged = merge_records(history, diag_records)
+        files = {LOG_FILE: write_log(merged, reference),
+                 CURVES_FILE: plot_curves(merged, reference, f"{model.config.variant}: training")}
         version = save_checkpoint(model, tokenizer, out_dir, meta, training_state,
-                                  extra_tables={"dead_letter": dead_table} if dead_table.num_rows else None)
+                                  extra_tables={"dead_letter": dead_table} if dead_table.num_rows else None,
+                                  extra_files=files)
         return version
 
     rng_after_step: dict | None = None  # the streams as the last step left them (before any validation)
+    early_summary: dict[str, Any] = {}
     notes_seen, compute_seconds, window_losses, last_loss = 0, 0.0, [], float("nan")
     val_loss, version = None, None
     until = min(cfg.steps, cfg.stop_after) if cfg.stop_after else cfg.steps
@@ -251,7 +400,7 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
             out = wrapped(batch.to(torch_device))
             loss = batch_loss(model, out)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        backward(loss, model, ddp.world)
         torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad], cfg.max_grad_norm)
         optimizer.step()
         scheduler.step()
@@ -270,17 +419,30 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
             record = {"step": step, "loss": float(np.mean(window_losses)), "tau": float(model.tau.detach()),
                       "lr": scheduler.get_last_lr()[0], "notes_per_s": notes_seen / max(compute_seconds, 1e-9)}
             window_losses = []
-            if cfg.val_every and step % cfg.val_every == 0 and step != until:
-                record["val_loss"] = validation_loss(model, processor, val_set.pairs, notes, cfg, torch_device)
             history.append(record)
             if ddp.main:
                 log.info("step %d loss %.4f%s", step, record["loss"],
                          f" val_loss {record['val_loss']:.4f}" if record.get("val_loss") is not None else "")
+        if cfg.val_every and step % cfg.val_every == 0 and step != until and val_set.pairs:
+            measured = diagnose()
+            if history and history[-1]["step"] == step:
+                history[-1]["val_loss"] = measured.get("val_loss")
+            if early.should_stop(step, measured.get("val_loss"), model):
+                log.info("early stopping at step %d: best val loss %.4f at step %d", step, early.best_loss,
+                         early.best_step)
+                break
         if cfg.save_every and step % cfg.save_every == 0 and step != until and ddp.main:
             save()
     if bar is not None:
         bar.close()
-    val_loss = validation_loss(model, processor, val_set.pairs, notes, cfg, torch_device)
+    if early.stopped:
+        val_loss = early.restore(model)
+    else:
+        val_loss = diagnose().get("val_loss") if val_set.pairs else None
+        if early.best_state is not None and val_loss is not None and early.best_loss < val_loss:
+            val_loss = early.restore(model)
+    if early.enabled:
+        early_summary.update(early.summary(step))
     if history:
         history[-1]["val_loss"] = val_loss
     if ddp.main:

@@ -276,8 +276,15 @@ def training_summary(checkpoint: Path) -> dict:
     last = history[-1]
     val = [h["val_loss"] for h in history if "val_loss" in h]
     rates = [h["notes_per_s"] for h in history if "notes_per_s" in h]
+    diagnostics = meta.get("diagnostics") or []
+    start = diagnostics[0] if diagnostics and diagnostics[0].get("step") == 0 else {}
+    end = diagnostics[-1] if diagnostics else {}
+    reference = meta.get("reference") or {}
     return {"steps": meta.get("step"), "batch_size": meta.get("train_config", {}).get("batch_size"),
-            "loss": last.get("loss"), "val_loss": val[-1] if val else None,
+            "loss": last.get("loss"), "val_loss": end.get("val_loss", val[-1] if val else None),
+            "val_loss_start": start.get("val_loss"), "chance_loss": reference.get("chance_loss"),
+            "oracle_loss": reference.get("oracle_loss"), "knn_category": end.get("knn_category"),
+            "knn_colour": end.get("knn_colour"), "probe_cosine": end.get("probe_cosine"),
             "notes_per_s": sum(rates) / len(rates) if rates else None}
 
 
@@ -286,10 +293,14 @@ def training_table(rows: list[tuple[str, str, dict]]) -> list[str]:
     if not trained:
         return []
     fmt = lambda value, spec: "—" if value is None else format(value, spec)  # noqa: E731
-    lines = ["", "| variant | steps | batch (pairs) | last train loss | val loss | train notes/s |", "|---|---|---|---|---|---|"]
+    lines = ["", "| variant | steps | batch (pairs) | last train loss | val loss (start -> end) | chance | oracle | "
+             "kNN category | kNN colour | probe cosine | train notes/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for method, t in trained:
         lines.append(f"| {method} | {t['steps']} | {t['batch_size']} | {fmt(t['loss'], '.3f')} | "
-                     f"{fmt(t['val_loss'], '.3f')} | {fmt(t['notes_per_s'], '.1f')} |")
+                     f"{fmt(t.get('val_loss_start'), '.3f')} -> {fmt(t['val_loss'], '.3f')} | "
+                     f"{fmt(t.get('chance_loss'), '.3f')} | {fmt(t.get('oracle_loss'), '.3f')} | "
+                     f"{fmt(t.get('knn_category'), '.2f')} | {fmt(t.get('knn_colour'), '.2f')} | "
+                     f"{fmt(t.get('probe_cosine'), '.3f')} | {fmt(t['notes_per_s'], '.1f')} |")
     batch = trained[0][1]["batch_size"]
     if batch:
         lines.append(f"\nChance level of the loss is ln(2B - 1) = {math.log(2 * batch - 1):.3f} for B = {batch} pairs "

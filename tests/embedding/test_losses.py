@@ -50,25 +50,34 @@ def test_odd_batch_is_refused():
         contrastive_loss(torch.randn(3, 2), torch.tensor(3.0))
 
 
-def test_two_processes_gather_negatives_and_keep_local_gradient():
+def test_two_processes_give_the_gradient_of_one_process_over_all_notes():
+    """Each process holds 2B notes [q, t]; together they must behave as one process over the 2BW notes
+    [all q, all t]: the same loss everywhere, and each shard's gradient equals its rows of the
+    single-process gradient (the repulsion from remote anchors included)."""
     torch.manual_seed(2)
-    world, per_rank = 2, 4
+    world, per_rank, pairs = 2, 6, 3
     shards = [torch.randn(per_rank, 5) for _ in range(world)]
     results = mp.Manager().dict()
     mp.spawn(distributed_loss_worker, args=(world, free_port(), shards, 3.0, results), nprocs=world, join=True)
+    # the single process's batch: queries of both shards, then their targets, in the same order
+    order = [r * per_rank + i for r in range(world) for i in range(pairs)] + \
+            [r * per_rank + pairs + i for r in range(world) for i in range(pairs)]
+    everyone = torch.cat(shards)[order].clone().requires_grad_(True)
+    tau = torch.tensor(3.0, requires_grad=True)
+    single = contrastive_loss(everyone, tau)
+    single.backward()
+    grad_by_note = torch.zeros_like(everyone)
+    grad_by_note[order] = everyone.grad
     for rank in range(world):
-        offset = rank * per_rank
-        # rank's anchors against all 2 * per_rank notes of both processes
-        local = shards[rank].clone().requires_grad_(True)
-        others = [s if r != rank else local for r, s in enumerate(shards)]
-        candidates = F.normalize(torch.cat(others), dim=-1)
-        logits = F.normalize(local, dim=-1) @ candidates.T * math.exp(3.0)
-        rows = torch.arange(per_rank)
-        logits[rows, offset + rows] = float("-inf")
-        expected = F.cross_entropy(logits, offset + (rows + per_rank // 2) % per_rank)
-        expected.backward()
-        loss, grad = results[rank]
-        assert loss == pytest.approx(float(expected.detach()), rel=1e-5)
-        assert torch.allclose(grad, local.grad, atol=1e-6) and grad.abs().sum() > 0
-        # and the loss really used the other process's notes: it differs from a local-only loss
-        assert loss != pytest.approx(float(contrastive_loss(shards[rank], torch.tensor(3.0))), rel=1e-4)
+        loss, grad, tau_grad = results[rank]
+        assert loss == pytest.approx(float(single.detach()), rel=1e-5)
+        assert torch.allclose(grad, grad_by_note[rank * per_rank:(rank + 1) * per_rank], atol=1e-6)
+        assert tau_grad == pytest.approx(float(tau.grad), rel=1e-5)
+    # the remote anchors' term matters: an anchors-local-only loss gives a different gradient
+    local = shards[0].clone().requires_grad_(True)
+    candidates = F.normalize(torch.cat([local, shards[1]]), dim=-1)
+    logits = F.normalize(local, dim=-1) @ candidates.T * math.exp(3.0)
+    rows = torch.arange(per_rank)
+    logits[rows, rows] = float("-inf")
+    F.cross_entropy(logits, (rows + pairs) % per_rank).backward()
+    assert not torch.allclose(local.grad, results[0][1], atol=1e-4)
