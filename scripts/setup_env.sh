@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates or reuses the project's virtual environment and installs everything the system and its
 # tests need: pinned Python packages, the pretrained offline backbones, the project itself, and
-# (where apt-get is available) redis-server and the Fashion-MNIST photos.
+# (where apt-get is available) redis-server, the Fashion-MNIST photos and chromium (the replay
+# report's browser test renders the page in headless chromium and fails without it).
 # Usage: source scripts/setup_env.sh   (or bash scripts/setup_env.sh)
 set -euo pipefail
 
@@ -13,13 +14,15 @@ install_system_packages() {
   local wanted=()
   command -v redis-server >/dev/null 2>&1 || wanted+=(redis-server)
   [ -d /usr/share/datasets/fashion-mnist ] || wanted+=(dataset-fashion-mnist)
+  command -v chromium >/dev/null 2>&1 || wanted+=(chromium)
   [ ${#wanted[@]} -eq 0 ] && return 0
   if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
     echo "setup: installing ${wanted[*]} with apt-get"
-    apt-get update -qq >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${wanted[@]}" >/dev/null
+    apt-get update
+    DEBIAN_FRONTEND=noninteractive apt-get install -y "${wanted[@]}"
   else
-    echo "setup: warning: please install ${wanted[*]} (tests that need redis-server are skipped without it)" >&2
+    echo "setup: warning: please install ${wanted[*]} (tests that need redis-server are skipped without it;" \
+      "the report's browser test fails without chromium)" >&2
   fi
 }
 

@@ -152,3 +152,14 @@ class OracleChannel:
 
     def recall(self, cases: Sequence[UserCase], k: int) -> dict[str, list[str]]:
         return {case.user_id: sorted(case.targets)[:k] for case in cases}
+
+
+def local_channels(catalogue: Sequence[str], events_before: pa.Table, related: pa.Table | None,
+                   names: Sequence[str] = ("cooccur", "popularity", "random", "oracle"), popularity_days: int = 7,
+                   seed: int = 0) -> list:
+    """The channels computed in this process, in table order, for day D's ``catalogue``."""
+    allowed = set(catalogue)
+    made = {"cooccur": lambda: CooccurrenceChannel(related, allowed),
+            "popularity": lambda: PopularityChannel(events_before, allowed, popularity_days),
+            "random": lambda: RandomChannel(list(catalogue), seed), "oracle": lambda: OracleChannel()}
+    return [made[name]() for name in ("cooccur", "popularity", "random", "oracle") if name in names]

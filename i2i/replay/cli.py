@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import logging
-import re
 import shlex
 import time
 from dataclasses import asdict
@@ -42,11 +41,15 @@ def build_parser() -> ArgumentParser:
     p = ArgumentParser(prog="i2i eval replay", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", required=True, type=Path, help="dataset directory with notes/ and events/ (i2i data)")
     p.add_argument("--day", required=True, type=dt.date.fromisoformat, help="day D to replay, YYYY-MM-DD (UTC)")
+    p.add_argument("--span", type=int, default=1,
+                   help="replay the SPAN days from D on as one day (sparse data such as MovieLens; default 1)")
     p.add_argument("--checkpoint", type=Path, help="use this checkpoint as the trained model instead of training one")
     p.add_argument("--out", type=Path, default=Path("replay_out"), help="work and output directory (resumable)")
     p.add_argument("--json", type=Path, help="also write the JSON table here")
     p.add_argument("--report", type=Path, help="write a static HTML report into this directory")
     p.add_argument("--deletes", help="notes deleted on day D: Parquet table with note_id, or one id a line")
+    p.add_argument("--delete-random", type=int, default=0,
+                   help="also delete N random notes of the day D-1 catalogue on day D (seeded by --seed)")
     p.add_argument("--channels", default=",".join(ALL_CHANNELS),
                    help=f"comma-separated channels (default all: {','.join(ALL_CHANNELS)})")
     p.add_argument("--history", type=int, default=20, help="latest distinct clicked notes sent per user (20)")
@@ -100,7 +103,7 @@ def local_channel(channel, cases, k: int) -> ChannelResult:
 
 def run(args: argparse.Namespace) -> tuple[ReplayResult, dict]:
     from i2i.io import read_table
-    from i2i.replay.channels import CooccurrenceChannel, OracleChannel, PopularityChannel, RandomChannel
+    from i2i.replay.channels import local_channels
     from i2i.replay.embedded import ChannelIndex, CheckpointEmbedder, image_embedder, minilm_embedder
     from pipelines.cooccurrence import top_related
 
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> tuple[ReplayResult, dict]:
         raise InputError("--history, --steps and --cooccur-top-t must be at least 1, --batch-size at least 2")
     if args.checkpoint is not None and not (args.checkpoint / "meta.json").exists():
         raise InputError(f"--checkpoint {args.checkpoint} is not a checkpoint directory (no meta.json)")
-    split = load_split(args.data, args.day, args.deletes)
+    split = load_split(args.data, args.day, args.deletes, args.delete_random, args.seed, args.span)
     cases, counts = user_cases(split, args.history)
     if not cases:
         raise InputError(f"no user clicked on {args.day} with a click history before it: nothing to replay")
@@ -140,20 +143,15 @@ def run(args: argparse.Namespace) -> tuple[ReplayResult, dict]:
         index.prepare(embedder, paths.notes_before, paths.notes_day, deletes)
         results.append(serve_channel(TITLES[name], index, cases, k))
 
-    allowed = set(split.catalogue())
+    related = None
     if "cooccur" in channels:
-        scores = read_table(paths.cooccur / "scores")
-        related = top_related(scores, up=30.0, low=0.01, top_t=args.cooccur_top_t)
-        results.append(local_channel(CooccurrenceChannel(related, allowed), cases, k))
-    if "popularity" in channels:
-        results.append(local_channel(PopularityChannel(split.events_before, allowed, args.popularity_days), cases, k))
-    if "random" in channels:
-        results.append(local_channel(RandomChannel(split.catalogue(), args.seed), cases, k))
-    if "oracle" in channels:
-        results.append(local_channel(OracleChannel(), cases, k))
+        related = top_related(read_table(paths.cooccur / "scores"), up=30.0, low=0.01, top_t=args.cooccur_top_t)
+    for channel in local_channels(split.catalogue(), split.events_before, related, channels, args.popularity_days,
+                                  args.seed):
+        results.append(local_channel(channel, cases, k))
 
     summary = {
-        "data": str(args.data), "day": args.day.isoformat(), "history_length": args.history,
+        "data": str(args.data), "day": args.day.isoformat(), "span_days": args.span, "history_length": args.history,
         "notes_before": split.notes_before.num_rows, "new_notes": split.new_notes.num_rows,
         "deleted": len(split.deleted), "events_before": split.events_before.num_rows,
         "day_events": split.day_events.num_rows, "users": asdict(counts),

@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import json
+import os
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from embedding.evaluation import write_text_atomic
 from i2i.replay.scoring import GROUPS, KS, Estimate, UserCase, bootstrap_draws, estimate, paired_difference, per_user
@@ -90,12 +94,33 @@ class ReplayResult:
                      f"({self.reps} draws, seed {self.seed}). HR = hit rate, R = recall.")
         return "\n".join(lines) + "\n"
 
+    def write_recalls(self, path: Path) -> Path:
+        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(recalls_table(self.channels), tmp)
+        os.replace(tmp, path)
+        return path
+
     def write(self, out: Path, json_path: Path | None = None) -> list[Path]:
         data = json.dumps(self.to_json(), indent=2, default=str) + "\n"
-        paths = [write_text_atomic(out / "replay.md", self.to_markdown()), write_text_atomic(out / "replay.json", data)]
+        paths = [write_text_atomic(out / "replay.md", self.to_markdown()), write_text_atomic(out / "replay.json", data),
+                 self.write_recalls(out / "recalls.parquet")]
         if json_path is not None:
             paths.append(write_text_atomic(json_path, data))
         return paths
+
+
+def recalls_table(channels: Sequence[ChannelResult]) -> pa.Table:
+    """One row per (channel, user, rank): what every channel recalled, for inspection and re-scoring."""
+    rows: dict[str, list] = {"channel": [], "user_id": [], "rank": [], "note_id": []}
+    for channel in channels:
+        for user, notes in channel.recalls.items():
+            rows["channel"] += [channel.name] * len(notes)
+            rows["user_id"] += [user] * len(notes)
+            rows["rank"] += list(range(1, len(notes) + 1))
+            rows["note_id"] += list(notes)
+    return pa.table({"channel": pa.array(rows["channel"], pa.string()), "user_id": pa.array(rows["user_id"], pa.string()),
+                     "rank": pa.array(rows["rank"], pa.int32()), "note_id": pa.array(rows["note_id"], pa.string())})
 
 
 def curves(cases: Sequence[UserCase], recalls: Mapping[str, Sequence[str]], group: str, max_k: int) -> np.ndarray:

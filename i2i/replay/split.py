@@ -7,6 +7,7 @@ day D's clicks are what the replayed users are scored against.
 from __future__ import annotations
 
 import datetime as dt
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -65,9 +66,14 @@ def read_deletes(path: str | Path | None) -> list[str]:
     return sorted(set(table.column("note_id").drop_null().to_pylist()))
 
 
-def split_day(notes: pa.Table, events: pa.Table, day: dt.date, deleted: Sequence[str] = ()) -> DaySplit:
-    """Splits notes and events at day D; refuses a day without clicks or without earlier events."""
-    start, end = midnight(day), midnight(day + dt.timedelta(days=1))
+def split_day(notes: pa.Table, events: pa.Table, day: dt.date, deleted: Sequence[str] = (), span: int = 1) -> DaySplit:
+    """Splits notes and events at day D; refuses a day without clicks or without earlier events.
+
+    ``span`` > 1 makes "day D" the ``span`` days from D on (for sparse data such as MovieLens,
+    where one day holds a handful of users): they are replayed as one day."""
+    if span < 1:
+        raise InputError(f"the replayed span must be at least one day, got {span}")
+    start, end = midnight(day), midnight(day + dt.timedelta(days=span))
     published = notes.column("published_at")
     notes_before = notes.filter(_between(published, None, start))
     new_notes = notes.filter(_between(published, start, end))
@@ -134,9 +140,22 @@ def user_cases(split: DaySplit, history_length: int = 20) -> tuple[list[UserCase
     return cases, counts
 
 
-def load_split(data: Path, day: dt.date, deletes: str | None = None) -> DaySplit:
-    """Reads ``DATA/notes`` and ``DATA/events`` (as ``i2i data`` writes them) and splits them at ``day``."""
+def load_split(data: Path, day: dt.date, deletes: str | None = None, delete_random: int = 0,
+               seed: int = 0, span: int = 1) -> DaySplit:
+    """Reads ``DATA/notes`` and ``DATA/events`` (as ``i2i data`` writes them) and splits them at ``day``;
+    ``delete_random`` more notes of the day D-1 catalogue are deleted on day D (seeded)."""
     for name in ("notes", "events"):
         if not (data / name).exists():
             raise InputError(f"{data} has no {name} table (expected {data / name}, as i2i data writes it)")
-    return split_day(read_table(data / "notes"), read_table(data / "events"), day, read_deletes(deletes))
+    if delete_random < 0:
+        raise InputError(f"--delete-random must not be negative, got {delete_random}")
+    notes = read_table(data / "notes")
+    deleted = set(read_deletes(deletes))
+    if delete_random:
+        published = notes.column("published_at")
+        before = notes.filter(_between(published, None, midnight(day))).column("note_id").to_pylist()
+        candidates = sorted(set(before) - deleted)
+        if delete_random > len(candidates):
+            raise InputError(f"--delete-random {delete_random}: only {len(candidates)} notes before {day}")
+        deleted |= set(random.Random(seed).sample(candidates, delete_random))
+    return split_day(notes, read_table(data / "events"), day, sorted(deleted), span)
