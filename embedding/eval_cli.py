@@ -227,6 +227,10 @@ def write_ranks(path: Path, query_ids: list[str], target_ids: list[str], ranks: 
 
 
 def main(argv: list[str]) -> int:
+    if argv[:1] == ["replay"]:
+        from i2i.replay.cli import main as replay_main
+
+        return replay_main(argv[1:])
     args = build_parser().parse_args(argv)
     config = EvalConfig(ks=parse_ks(args.ks), short_tokens=args.short_tokens, long_tokens=args.long_tokens,
                         device=args.device, progress=True, bootstrap=args.bootstrap, seed=args.seed)

@@ -28,7 +28,7 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "index": Subcommand("index.cli:main", "FAISS IVF index: build, update, rebuild, info, rollback"),
     "serve": Subcommand("recall_server.cli:serve_main", "gRPC recall server"),
     "recall": Subcommand("recall_server.cli:recall_main", "client: recall notes for a history from a server"),
-    "eval": Subcommand("embedding.eval_cli:main", "Recall@100/1k/10k on all, short-query and short-target pairs"),
+    "eval": Subcommand("embedding.eval_cli:main", "Recall@100/1k/10k on all, short-query and short-target pairs; 'eval replay': next-day replay through the recall server"),
     "diagnose": Subcommand("embedding.diagnose_cli:main", "visual neglect: attention/saliency on image vs text, image-alone recall"),
     "demo": Subcommand("i2i.demo:main", "the whole pipeline end to end on generated sample data"),
     "run": Subcommand("i2i.daily:main", "the scheduled daily run for one date partition"),

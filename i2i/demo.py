@@ -3,7 +3,8 @@
 Day one: generate data, co-occurrence, pairs, train (real offline backbones, CPU-sized), embed,
 build the index, start the recall server, recall for a few users, evaluate. Next day: new notes
 arrive and some are deleted; they are embedded, the index is updated, the server reloads it while
-serving, and a recall returns a new note and no deleted one.
+serving, and a recall returns a new note and no deleted one. Last, the next day's users are
+replayed through the server (``i2i eval replay``'s scoring) and a static HTML report is written.
 """
 from __future__ import annotations
 
@@ -145,6 +146,8 @@ class DemoRun:
                 run_subcommand(["eval", "--notes", str(self.paths["notes"]), "--pairs", str(self.paths["pairs"]),
                                 "--table", self.table_url, "--split", "test", "--out", str(self.config.out / "eval")])
             self.next_day(server)
+            with self.stage("replay the next day's clicks through the server, and write the report"):
+                self.replay(server)
         finally:
             server.stop()
         return self.summary
@@ -166,6 +169,7 @@ class DemoRun:
             write_table(conform(parts["new_notes"], "notes"), self.paths["new_notes"])
             write_table(parts["deleted"], self.paths["deletes"])
             self.day_one_events = parts["day_one_events"]
+            self.world, self.cutoff = world, cutoff
             self.titles = dict(zip(world.notes.column("note_id").to_pylist(), world.notes.column("title").to_pylist()))
             self.summary["data"] = {"notes_day_one": parts["day_one_notes"].num_rows,
                                     "events_day_one": parts["day_one_events"].num_rows,
@@ -173,6 +177,20 @@ class DemoRun:
                                     "deleted_next_day": parts["deleted"].num_rows,
                                     "real_images": world.image_source_real}
             print(json.dumps(self.summary["data"]))
+
+    def replay(self, server) -> None:
+        """The next day's users, their histories sent to the updated server, scored against their clicks."""
+        from i2i.replay.live import replay_running_server
+        from i2i.replay.split import split_day
+
+        deleted = read_table(self.paths["deletes"]).column("note_id").to_pylist()
+        split = split_day(self.world.notes, self.world.events, self.cutoff.date(), deleted)
+        result, page = replay_running_server(split, server, "trained model", self.paths["cooccur"] / "scores",
+                                             self.config.out / "replay", self.config.out / "report")
+        print(result.to_markdown())
+        self.summary["replay"] = {"users": len(result.cases), "table": str(self.config.out / "replay" / "replay.md"),
+                                  "report": str(page)}
+        print(f"report: {page}")
 
     def print_recall(self, user: str, history: list[str], response) -> None:
         print(f"\nuser {user}: history (most recent first)")
@@ -261,6 +279,7 @@ def main(argv: list[str]) -> int:
     (config.out / "demo_summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     print(f"\ni2i demo: done in {summary['wall_seconds']}s; outputs under {config.out} "
           f"(summary: {config.out / 'demo_summary.json'})")
+    print(f"i2i demo: report of the next-day replay: {summary['replay']['report']}")
     return 0
 
 

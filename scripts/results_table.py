@@ -182,23 +182,11 @@ def untrained_checkpoint(run: RunConfig, dataset: Dataset) -> Path:
     checkpoint = run.work / dataset.name / "checkpoints" / f"zero_shot_{dataset.zero_shot_variant}"
     if (checkpoint / "meta.json").exists():
         return checkpoint
-    import torch
-
-    from embedding.backbones import load_tokenizer
-    from embedding.checkpoint import save_checkpoint
-    from embedding.mlrm import MLRM
-    from embedding.train_cli import build_run_config, parser
+    from embedding.untrained import save_untrained_checkpoint
 
     log(f"building the untrained {dataset.zero_shot_variant} checkpoint {checkpoint}")
     # the same configuration as `i2i train` builds for the trained variants
-    args = parser().parse_args(["--notes", "-", "--pairs", "-", "--out", str(checkpoint),
-                                "--variant", dataset.zero_shot_variant, *train_args(run)])
-    config = build_run_config(args).model
-    torch.manual_seed(0)
-    tokenizer = load_tokenizer(config.llm)
-    model = MLRM(config, len(tokenizer), pretrained=True)
-    save_checkpoint(model, tokenizer, checkpoint, meta={"step": 0, "backbone": run.backbone, "zero_shot": True})
-    return checkpoint
+    return save_untrained_checkpoint(checkpoint, dataset.zero_shot_variant, train_args(run))
 
 
 def evaluate(run: RunConfig, dataset: Dataset, data: Prepared, name: str, method: list[str], seed: int = 0) -> Path:

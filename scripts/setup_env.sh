@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Creates or reuses the project's virtual environment and installs everything the system and its
 # tests need: pinned Python packages, the pretrained offline backbones, the project itself, and
-# the system packages redis-server, redis-tools, openssl and the Fashion-MNIST photos (with
+# the system packages redis-server, redis-tools, openssl, chromium (the replay report's browser
+# test) and the Fashion-MNIST photos (with
 # apt-get). It exits non-zero, naming what is missing, when it cannot install one of them.
 # Usage: source scripts/setup_env.sh   (or bash scripts/setup_env.sh)
 set -euo pipefail
@@ -16,6 +17,7 @@ SYSTEM_PACKAGES=(
   "redis-server:redis-server"
   "redis-cli:redis-tools"
   "openssl:openssl"
+  "chromium:chromium"
   "/usr/share/datasets/fashion-mnist:dataset-fashion-mnist"
 )
 

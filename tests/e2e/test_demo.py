@@ -29,4 +29,7 @@ def test_demo_day_one_and_next_day(tmp_path):
     assert not deleted & set(read_table(out / "data" / "notes").column("note_id").to_pylist())
     for stage in ("co-occurrence", "training pairs", "embed", "FAISS", "recall", "evaluate"):
         assert stage in result.stdout
+    report = out / "report" / "index.html"
+    assert f"report of the next-day replay: {report}" in result.stdout and report.exists()
+    assert summary["replay"]["users"] > 0 and (out / "replay" / "replay.json").exists()
     assert (out / "eval").exists() and (out / "index" / "CURRENT").read_text().strip() == reload["to"]
