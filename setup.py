@@ -40,6 +40,6 @@ setup(
         "models": _requirements("requirements-models.txt"),
         "test": ["pytest==9.2.0", "hypothesis==6.170.15"],
     },
-    entry_points={"console_scripts": ["i2i=i2i.cli:main"]},
+    entry_points={"console_scripts": ["i2i=i2i.app.cli:main"]},
     cmdclass={"build_py": BuildPyWithProto},
 )

@@ -97,7 +97,7 @@ def duckdb_scores(events: str, out: str, window_ms: int, cap: int) -> None:
 
 
 def compare(beam_dir: Path, duck_file: Path) -> str:
-    from i2i.io import read_table
+    from i2i.core.io import read_table
 
     beam = read_table(beam_dir / "scores").sort_by([("src_note_id", "ascending"), ("dst_note_id", "ascending")])
     duck = pq.read_table(duck_file).sort_by([("src_note_id", "ascending"), ("dst_note_id", "ascending")])

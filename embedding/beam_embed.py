@@ -26,8 +26,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from embedding.embed_job import ChunkEmbedder, EmbedJobConfig, EmbedJobSummary, dead_letter_row, open_notes
 from embedding.table import open_table
-from i2i.io import write_table
-from i2i.schemas import DEAD_LETTER
+from i2i.core.io import write_table
+from i2i.core.schemas import DEAD_LETTER
 
 NAMESPACE = "i2i_embed"
 DEAD = "dead"

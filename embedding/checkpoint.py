@@ -32,8 +32,8 @@ from embedding.backbones import load_tokenizer
 from embedding.config import ModelConfig, model_config_from_dict, to_dict
 from embedding.encoder import NoteEncoder, pick_device
 from embedding.mlrm import MLRM
-from i2i.errors import InputError
-from i2i.io import atomic_dir
+from i2i.core.errors import InputError
+from i2i.core.io import atomic_dir
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 VARIANTS = ("basic", "micl", "late_fusion", "notellm2", "only_late_fusion", "text_only")
 VISION_KINDS = ("tiny_cnn", "efficientnet_lite0", "hf")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 
 from embedding.embed_job import EmbedJobConfig, run_embed_job
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from embedding.table import EmbeddingTable, open_table
-from i2i.errors import InputError
-from i2i.io import write_table
-from i2i.schemas import DEAD_LETTER, NOTES, validate
+from i2i.core.errors import InputError
+from i2i.core.io import write_table
+from i2i.core.schemas import DEAD_LETTER, NOTES, validate
 
 log = logging.getLogger(__name__)
 

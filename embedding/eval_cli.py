@@ -32,9 +32,9 @@ from embedding.evaluation import (
     resolve_pairs,
     write_result,
 )
-from i2i.errors import InputError
-from i2i.io import read_table
-from i2i.schemas import SPLITS, validate
+from i2i.core.errors import InputError
+from i2i.core.io import read_table
+from i2i.core.schemas import SPLITS, validate
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 DEFAULT_KS = (100, 1000, 10000)
 GROUPS = ("all", "short_query", "short_target", "long_query", "long_target")

@@ -27,9 +27,9 @@ from embedding.encoder import autocast_for, pick_device
 from embedding.inputs import NoteProcessor
 from embedding.losses import contrastive_loss, micl_loss
 from embedding.mlrm import MLRM, NoteEmbeddings
-from i2i.errors import InputError
-from i2i.io import read_table
-from i2i.schemas import DEAD_LETTER, validate
+from i2i.core.errors import InputError
+from i2i.core.io import read_table
+from i2i.core.schemas import DEAD_LETTER, validate
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import json
 import logging
 
 from embedding.config import VARIANTS, load_json, merge, preset, run_config_from_dict
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 BACKBONES = {"tiny": "tiny", "offline": "cpu_offline"}
 

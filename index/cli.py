@@ -5,7 +5,7 @@ import argparse
 import json
 import time
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index import jobs
 from index.builder import BuildConfig
 from index.store import DEFAULT_KEEP

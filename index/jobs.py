@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index.builder import BuildConfig, BuildResult, build
 from index.manifest import Manifest
 from index.source import Embeddings, read_deletes, read_table

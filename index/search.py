@@ -13,7 +13,7 @@ from typing import Callable
 import faiss
 import numpy as np
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index.manifest import Manifest
 from index.version_files import VersionContents
 

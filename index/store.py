@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index.ids import IdMapError
 from index.manifest import MANIFEST_FILE, ChecksumError, Manifest, checksum_files, verify_files
 from index.search import LoadedIndex

@@ -16,7 +16,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from i2i.schemas import DEAD_LETTER
+from i2i.core.schemas import DEAD_LETTER
 from index.ids import IdMap
 
 INDEX_FILE = "index.faiss"

@@ -11,8 +11,8 @@ import time
 
 import apache_beam as beam
 
-from i2i.errors import InputError
-from i2i.schemas import DEAD_LETTER, RELATED, SCORES
+from i2i.core.errors import InputError
+from i2i.core.schemas import DEAD_LETTER, RELATED, SCORES
 from pipelines.options import ArgumentParser, beam_options, non_negative_float, positive_int
 from pipelines.paths import RunOutput, resolve_event_files
 from pipelines.read import COUNTS, DEAD_LETTER as DEAD_TAG, EVENTS_TAG, ReadEvents

@@ -5,7 +5,7 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 DEFAULT_RUNNER = "DirectRunner"
 

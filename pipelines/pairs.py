@@ -16,9 +16,9 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from i2i.errors import InputError
-from i2i.records import parse_timestamp_ms
-from i2i.schemas import PAIRS
+from i2i.core.errors import InputError
+from i2i.core.records import parse_timestamp_ms
+from i2i.core.schemas import PAIRS
 from pipelines.options import ArgumentParser, beam_options, fraction, positive_int
 from pipelines.pair_table import CANDIDATES, SplitConfig, assign_splits, drop_symmetric, join_notes, merge_lookups, notes_lookup
 from pipelines.paths import PARQUET_SUFFIXES, RunOutput, resolve_files

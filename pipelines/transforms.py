@@ -13,7 +13,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 import pyarrow as pa
 
-from i2i.schemas import EVENTS
+from i2i.core.schemas import EVENTS
 from pipelines.arrays import compact_dictionaries
 from pipelines.cooccurrence import PARTIALS, PairBlockLimits, exact_scores, top_related, user_pair_partials
 from pipelines.paths import write_parquet

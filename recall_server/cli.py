@@ -9,7 +9,7 @@ import time
 
 import grpc
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from recall_server.config import MERGE_STRATEGIES, SEARCH_MODES, ServerConfig, read_tokens
 
 logger = logging.getLogger("recall_server.cli")

@@ -88,7 +88,7 @@ class RecallServer:
         else:
             bind_error = "port in use or address not local"
         if not self.port:
-            from i2i.errors import InputError
+            from i2i.core.errors import InputError
 
             raise InputError(f"cannot listen on {address}: {bind_error}")
         self.metrics_port: int | None = None

@@ -74,7 +74,7 @@ def log(message: str) -> None:
 
 def i2i(*args: str) -> None:
     """Runs one ``i2i`` subcommand in this interpreter's environment; a failure stops the run."""
-    command = [sys.executable, "-m", "i2i.cli", *args]
+    command = [sys.executable, "-m", "i2i.app.cli", *args]
     log("$ i2i " + " ".join(args))
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=REPO)
@@ -97,7 +97,7 @@ def test_since(notes: Path) -> str:
     """The publication time after which notes are test notes (the paper tests on a later week)."""
     import numpy as np
 
-    from i2i.io import read_table
+    from i2i.core.io import read_table
 
     published = read_table(notes, columns=["published_at"]).column("published_at").drop_null()
     if len(published) == 0:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from i2i.serving import free_port
+from i2i.testing.serving import free_port
 
 
 class RedisServer:

@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 class TableUnavailable(InputError):
@@ -134,11 +134,11 @@ def open_table(url: str) -> EmbeddingTable:
     ``rediss://`` for TLS, ``redis+cluster://`` (or ``cluster=1``) for Redis Cluster.
     """
     if url.startswith("parquet:"):
-        from embedding.parquet_table import ParquetEmbeddingTable
+        from embedding.table.parquet import ParquetEmbeddingTable
 
         return ParquetEmbeddingTable(url[len("parquet:"):])
     if url.startswith(REDIS_SCHEMES):
-        from embedding.redis_table import RedisEmbeddingTable
+        from embedding.table.redis import RedisEmbeddingTable
 
         return RedisEmbeddingTable(url)
     raise InputError(f"unknown embedding table url {url!r}: expected parquet:DIR or redis://host:port/db")

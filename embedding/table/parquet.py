@@ -40,8 +40,8 @@ from embedding.table import (
     ModelVersionMismatch,
     check_vectors,
 )
-from i2i.errors import InputError
-from i2i.schemas import embeddings_schema
+from i2i.core.errors import InputError
+from i2i.core.schemas import embeddings_schema
 
 PART_PATTERN = re.compile(r"^part-(\d{10})-([0-9a-f]{8})\.parquet$")
 LOCK_NAME = "_lock"

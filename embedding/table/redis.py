@@ -38,7 +38,7 @@ from embedding.table import (
     TableUnavailable,
     check_vectors,
 )
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 DEFAULT_PREFIX = "emb"
 OWN_OPTIONS = ("prefix", "ttl", "cluster")

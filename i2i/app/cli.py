@@ -10,7 +10,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from i2i.errors import InputError, NotBuiltError
+from i2i.core.errors import InputError, NotBuiltError
 
 EXIT_BAD_INPUT = 2
 EXIT_NOT_BUILT = 3
@@ -23,7 +23,7 @@ class Subcommand:
 
 
 SUBCOMMANDS: dict[str, Subcommand] = {
-    "data": Subcommand("i2i.data.cli:main", "generate sample datasets: fashion-notes, movielens"),
+    "data": Subcommand("i2i.app.data.cli:main", "generate sample datasets: fashion-notes, movielens"),
     "cooccur": Subcommand("pipelines.cooccur:main", "Beam job: co-occurrence scores and related notes (paper eq. 2)"),
     "pairs": Subcommand("pipelines.pairs:main", "Beam job: training pairs with train/val/test splits"),
     "train": Subcommand("embedding.train_cli:main", "train the representation model into a checkpoint directory"),
@@ -32,8 +32,8 @@ SUBCOMMANDS: dict[str, Subcommand] = {
     "serve": Subcommand("recall_server.cli:serve_main", "gRPC recall server"),
     "recall": Subcommand("recall_server.cli:recall_main", "client: recall notes for a history from a server"),
     "eval": Subcommand("embedding.eval_cli:main", "Recall@100/1k/10k on all, short-query and short-target pairs"),
-    "demo": Subcommand("i2i.demo:main", "the whole pipeline end to end on generated sample data"),
-    "run": Subcommand("i2i.daily:main", "the scheduled daily run for one date partition"),
+    "demo": Subcommand("i2i.app.demo:main", "the whole pipeline end to end on generated sample data"),
+    "run": Subcommand("i2i.app.daily:main", "the scheduled daily run for one date partition"),
 }
 
 

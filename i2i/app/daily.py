@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 LOG = logging.getLogger("i2i.run")
 EXIT_OK, EXIT_STAGE_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 75
@@ -154,7 +154,7 @@ class DailyRun:
         return argv + self.config.index_args
 
     def run(self, force: bool = False) -> dict:
-        from i2i.cli import resolve
+        from i2i.app.cli import resolve
 
         summary: dict = {"date": self.date.isoformat(), "stages": {}}
         for name, make_argv in self.stages():

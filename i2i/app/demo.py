@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from i2i.errors import InputError
-from i2i.io import read_table, write_events_by_day, write_table
+from i2i.core.errors import InputError
+from i2i.core.io import read_table, write_events_by_day, write_table
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Stage:
 
 def run_subcommand(argv: list[str]) -> None:
     """Runs one ``i2i`` subcommand in this process and stops the demo if it fails."""
-    from i2i.cli import resolve
+    from i2i.app.cli import resolve
 
     print("$ i2i " + " ".join(argv), flush=True)
     code = resolve(argv[0])(argv[1:])
@@ -114,7 +114,7 @@ class DemoRun:
         return Stage(self.stage_number, title, self.summary["stage_seconds"])
 
     def run(self) -> dict:
-        from i2i.serving import ServerProcess
+        from i2i.testing.serving import ServerProcess
 
         self.generate()
         with self.stage("co-occurrence (Beam)"):
@@ -150,8 +150,8 @@ class DemoRun:
         return self.summary
 
     def generate(self) -> None:
-        from i2i.data import fashion_notes
-        from i2i.schemas import conform
+        from i2i.app.data import fashion_notes
+        from i2i.core.schemas import conform
 
         config = self.config
         with self.stage("generate fashion-notes"):

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from i2i.errors import InputError
-from i2i.io import read_table
-from i2i.records import dead_letters_to_table, events_to_table, iter_jsonl, iter_parquet_records, split_events
+from i2i.core.errors import InputError
+from i2i.core.io import read_table
+from i2i.core.records import dead_letters_to_table, events_to_table, iter_jsonl, iter_parquet_records, split_events
 
 
 def event_files(path: str | Path) -> list[Path]:

@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 def read_table(path: str | os.PathLike, columns: list[str] | None = None) -> pa.Table:

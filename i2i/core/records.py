@@ -12,7 +12,7 @@ from typing import Any, Iterable, Iterator
 
 import pyarrow as pa
 
-from i2i.schemas import ACTIONS, DEAD_LETTER, EVENTS
+from i2i.core.schemas import ACTIONS, DEAD_LETTER, EVENTS
 
 REQUIRED_EVENT_FIELDS = ("user_id", "note_id", "action", "ts")
 

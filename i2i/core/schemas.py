@@ -190,7 +190,7 @@ def validate(table: pa.Table, name: str, schema: pa.Schema | None = None) -> Val
 
 def conform(table: pa.Table, name: str, schema: pa.Schema | None = None) -> pa.Table:
     """Validates, then casts to the exact contract schema (column order and types); raises on errors."""
-    from i2i.errors import InputError
+    from i2i.core.errors import InputError
 
     schema = schema if schema is not None else TABLES[name]
     report = validate(table, name, schema)

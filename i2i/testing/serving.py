@@ -47,7 +47,7 @@ class ServerProcess:
         self.client: RecallClient | None = None
 
     def start(self) -> "ServerProcess":
-        command = [sys.executable, "-m", "i2i.cli", "serve", "--index-dir", str(self.index_dir),
+        command = [sys.executable, "-m", "i2i.app.cli", "serve", "--index-dir", str(self.index_dir),
                    "--table", self.table_url, "--host", "127.0.0.1", "--port", str(self.port), *self.extra_args]
         self.process = subprocess.Popen(command)
         self.client = RecallClient(ClientConfig(self.address))

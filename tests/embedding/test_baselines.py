@@ -12,7 +12,7 @@ from embedding.baselines.bm25 import BM25Scorer
 from embedding.baselines.text import note_text
 from embedding.baselines.tokens import default_counter, smollm2_gguf_path, whitespace_counter
 from embedding.evaluation import target_ranks
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 CORPUS = [
     {"note_id": "q", "title": "Linen summer dress", "topics": ["fashion"], "content": "A flowing linen dress for hot beach days."},

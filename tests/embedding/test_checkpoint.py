@@ -6,7 +6,7 @@ import pytest
 
 from embedding.checkpoint import load_encoder, read_meta, save_checkpoint
 from embedding.testing import make_notes, make_tiny_checkpoint, tiny_model
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 def test_round_trip_gives_identical_embeddings(tmp_path):

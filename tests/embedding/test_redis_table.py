@@ -12,9 +12,9 @@ import pytest
 import redis
 import redis.connection
 
-from embedding.redis_table import RedisEmbeddingTable, RedisTableConfig
+from embedding.table.redis import RedisEmbeddingTable, RedisTableConfig
 from embedding.table import DimensionMismatch, ModelVersionMismatch, TableUnavailable, open_table
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from tests.conftest import RedisServer, free_port
 
 DIM = 16

@@ -1,13 +1,13 @@
 import subprocess
 import sys
 
-from i2i.cli import SUBCOMMANDS, main
+from i2i.app.cli import SUBCOMMANDS, main
 
 CONTRACT_COMMANDS = ["cooccur", "pairs", "train", "embed", "index", "serve", "recall", "eval", "demo"]
 
 
 def run_cli(*args):
-    return subprocess.run([sys.executable, "-m", "i2i.cli", *args], capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "i2i.app.cli", *args], capture_output=True, text=True)
 
 
 def test_help_lists_contract_subcommands():

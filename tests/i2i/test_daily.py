@@ -6,9 +6,9 @@ import sys
 import pyarrow as pa
 import pytest
 
-from i2i.daily import EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_OK, EXIT_STAGE_FAILED, DailyConfig, main, run_lock
-from i2i.data.fashion_notes import FashionConfig, generate
-from i2i.io import read_table, write_events_by_day, write_table
+from i2i.app.daily import EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_OK, EXIT_STAGE_FAILED, DailyConfig, main, run_lock
+from i2i.app.data.fashion_notes import FashionConfig, generate
+from i2i.core.io import read_table, write_events_by_day, write_table
 from embedding.testing import make_tiny_checkpoint
 
 DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
@@ -60,7 +60,7 @@ def test_two_days_then_idempotent_rerun(site, capsys):
 def test_second_run_is_refused_while_the_lock_is_held(site):
     config = write_config(site)
     with run_lock(DailyConfig.load(config).runs):
-        result = subprocess.run([sys.executable, "-m", "i2i.cli", "run", "--date", str(DAY1), "--config",
+        result = subprocess.run([sys.executable, "-m", "i2i.app.cli", "run", "--date", str(DAY1), "--config",
                                  str(config)], capture_output=True, text=True, timeout=120)
     assert result.returncode == EXIT_LOCKED
     assert "another i2i run holds" in result.stdout
@@ -91,7 +91,7 @@ def test_bad_config_and_missing_partition_are_input_errors(tmp_path, site):
     with pytest.raises(Exception, match="unknown keys"):
         DailyConfig.load(bad)
     config = write_config(site, name="missing.toml")
-    result = subprocess.run([sys.executable, "-m", "i2i.cli", "run", "--date", "2030-01-01", "--config",
+    result = subprocess.run([sys.executable, "-m", "i2i.app.cli", "run", "--date", "2030-01-01", "--config",
                              str(config)], capture_output=True, text=True, timeout=120)
     assert result.returncode == EXIT_BAD_INPUT
     assert "no events partition for 2030-01-01" in result.stderr

@@ -9,7 +9,7 @@ from faiss.contrib.inspect_tools import get_invlist
 
 import faiss
 from embedding.table import open_table
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index import jobs
 from index.builder import BuildConfig
 from index.source import from_arrays

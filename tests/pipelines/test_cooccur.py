@@ -11,10 +11,10 @@ import time
 
 import pytest
 
-from i2i.cli import main as i2i_main
-from i2i.errors import InputError
-from i2i.io import read_table
-from i2i.schemas import validate
+from i2i.app.cli import main as i2i_main
+from i2i.core.errors import InputError
+from i2i.core.io import read_table
+from i2i.core.schemas import validate
 from pipelines.cooccur import run
 from tests.pipelines.cooccur_reference import (T0, reference_related, reference_scores, related_rows, scores_dict,
                                                write_jsonl, write_parquet_events)

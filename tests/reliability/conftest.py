@@ -1,7 +1,7 @@
 """Fixtures of the reliability tests: one small world (notes, a day of events, a tiny checkpoint),
 the uninterrupted daily run over it as the reference, and helpers to kill ``i2i`` jobs part-way.
 
-Every job under test runs as a real ``python -m i2i.cli`` subprocess and is killed with SIGKILL,
+Every job under test runs as a real ``python -m i2i.app.cli`` subprocess and is killed with SIGKILL,
 the one signal a job cannot clean up after.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pyarrow as pa
 import pytest
 
 from embedding.testing import make_notes, make_tiny_checkpoint, notes_table
-from i2i.io import read_table, write_table
-from i2i.schemas import EVENTS
+from i2i.core.io import read_table, write_table
+from i2i.core.schemas import EVENTS
 
 DATE = "2025-01-01"
 # Small chunks make the embedding job write many parts, so a kill lands between two of them.
@@ -117,7 +117,7 @@ class DailyOutputs:
 @pytest.fixture(scope="session")
 def reference(world, tmp_path_factory) -> DailyOutputs:
     """The uninterrupted daily run (all stages in one process): what every rerun must reproduce."""
-    from i2i.cli import main as i2i_main
+    from i2i.app.cli import main as i2i_main
 
     root = tmp_path_factory.mktemp("reference")
     config = world.daily_config(root)
@@ -128,7 +128,7 @@ def reference(world, tmp_path_factory) -> DailyOutputs:
 # ---- subprocesses -----------------------------------------------------------------------------
 
 def i2i_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "i2i.cli", *args]
+    return [sys.executable, "-m", "i2i.app.cli", *args]
 
 
 def start_job(args: list[str], log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:

@@ -7,8 +7,8 @@ import json
 import time
 from pathlib import Path
 
-from i2i.io import write_events_by_day, write_table
-from i2i.schemas import conform
+from i2i.core.io import write_events_by_day, write_table
+from i2i.core.schemas import conform
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def positive(name: str, value: int) -> int:
-    from i2i.errors import InputError
+    from i2i.core.errors import InputError
 
     if value <= 0:
         raise InputError(f"--{name} must be positive, got {value}")
@@ -50,7 +50,7 @@ def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     started = time.perf_counter()
     if args.dataset == "fashion-notes":
-        from i2i.data import fashion_notes
+        from i2i.app.data import fashion_notes
 
         config = fashion_notes.FashionConfig(
             notes=positive("notes", args.notes), users=positive("users", args.users),
@@ -60,7 +60,7 @@ def main(argv: list[str]) -> int:
                     args.out / "_attributes")
         summary = write_dataset(args.out, world.notes, world.events, world.meta)
     else:
-        from i2i.data import movielens
+        from i2i.app.data import movielens
 
         data = movielens.load()
         summary = write_dataset(args.out, data.notes, data.events, {"source": "MovieLens-100k"})

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pyarrow as pa
 
-from i2i.data.images import ImageSource, image_source, tinted_png
-from i2i.schemas import EVENTS, NOTES
+from i2i.app.data.images import ImageSource, image_source, tinted_png
+from i2i.core.schemas import EVENTS, NOTES
 
 CATEGORIES = [
     ("t-shirt", ["tee", "t-shirt", "top"]),

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from i2i.errors import InputError
-from i2i.schemas import EVENTS, NOTES
+from i2i.core.errors import InputError
+from i2i.core.schemas import EVENTS, NOTES
 
 CLICK_RATING = 4.0
 

@@ -6,11 +6,11 @@ import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
-from i2i.cli import main
-from i2i.data import fashion_notes, images
-from i2i.data.fashion_notes import CATEGORIES, COLOURS, FashionConfig, generate
-from i2i.io import read_table
-from i2i.schemas import validate
+from i2i.app.cli import main
+from i2i.app.data import fashion_notes, images
+from i2i.app.data.fashion_notes import CATEGORIES, COLOURS, FashionConfig, generate
+from i2i.core.io import read_table
+from i2i.core.schemas import validate
 
 SMALL = FashionConfig(notes=300, users=80, days=5, seed=7)
 

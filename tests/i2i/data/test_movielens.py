@@ -1,9 +1,9 @@
 import pyarrow.compute as pc
 import pytest
 
-from i2i.cli import main
-from i2i.io import read_table
-from i2i.schemas import validate
+from i2i.app.cli import main
+from i2i.core.io import read_table
+from i2i.core.schemas import validate
 
 pytest.importorskip("recbole")
 
