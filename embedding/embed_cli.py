@@ -4,24 +4,8 @@ from __future__ import annotations
 import argparse
 
 from embedding.embed_job import EmbedJobConfig, run_embed_job
+from i2i.core.cmdline import ArgumentParser, positive_int
 from i2i.core.errors import InputError
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """Raises InputError instead of exiting, so the ``i2i`` CLI prints one line and exits 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(message)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def build_parser() -> ArgumentParser:

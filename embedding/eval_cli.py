@@ -6,11 +6,8 @@ pair's query note is ranked against the pool without itself and the target note'
 """
 from __future__ import annotations
 
-import argparse
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,8 +29,9 @@ from embedding.evaluation import (
     resolve_pairs,
     write_result,
 )
+from i2i.core.cmdline import ArgumentParser
 from i2i.core.errors import InputError
-from i2i.core.io import read_table
+from i2i.core.io import atomic_file, read_table
 from i2i.core.schemas import SPLITS, validate
 
 log = logging.getLogger(__name__)
@@ -41,8 +39,8 @@ log = logging.getLogger(__name__)
 NOTE_COLUMNS = ("note_id", "title", "topics", "content", "image")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="i2i eval",
         description="Rank the whole note pool for each query note of a split (exact search) and report "
         "Recall@k on all, short-query, short-target, long-query and long-target pairs.",
@@ -172,9 +170,8 @@ def write_ranks(path: Path, query_ids: list[str], target_ids: list[str], ranks: 
         "target_note_id": pa.array(target_ids, pa.string()),
         "rank": pa.array(ranks, pa.int64()),
     })
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
 
 
 def main(argv: list[str]) -> int:

@@ -12,7 +12,6 @@ import json
 import math
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -21,7 +20,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from i2i.core.device import pick_device
 from i2i.core.errors import InputError
+from i2i.core.io import atomic_file, atomic_write_text
 
 DEFAULT_KS = (100, 1000, 10000)
 GROUPS = ("all", "short_query", "short_target", "long_query", "long_target")
@@ -44,12 +45,6 @@ class EvalConfig:
     max_scores_per_chunk: int = 1 << 25  # bounds memory: queries per chunk = this // pool size
     device: str | None = None  # None: cuda when available, else cpu
     progress: bool = False
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def format_k(k: int) -> str:
@@ -307,27 +302,15 @@ def plot_recall_curves(curves: dict[str, np.ndarray], max_k: int, path: str | os
     axes.legend(loc="lower right")
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
-    figure.savefig(tmp, dpi=120)
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, dpi=120)
     plt.close(figure)
-    os.replace(tmp, path)
-    return path
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Writes a file under a temporary name and renames it, so readers never see half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
     return path
 
 
 def write_result(result: EvalResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """``metrics.json`` and ``metrics.md`` in out_dir."""
     out_dir = Path(out_dir)
-    json_path = write_text_atomic(out_dir / "metrics.json", json.dumps(result.to_json(), indent=2) + "\n")
-    md_path = write_text_atomic(out_dir / "metrics.md", result.to_markdown())
+    json_path = atomic_write_text(out_dir / "metrics.json", json.dumps(result.to_json(), indent=2) + "\n")
+    md_path = atomic_write_text(out_dir / "metrics.md", result.to_markdown())
     return json_path, md_path

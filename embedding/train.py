@@ -23,10 +23,11 @@ from embedding.backbones import load_tokenizer
 from embedding.batching import Pair, PairSet, pair_batches, select_pairs
 from embedding.checkpoint import load_model, load_training_state, read_meta, save_checkpoint
 from embedding.config import RunConfig, TrainConfig, to_dict
-from embedding.encoder import autocast_for, pick_device
+from embedding.encoder import autocast_for
 from embedding.inputs import NoteProcessor
 from embedding.losses import contrastive_loss, micl_loss
 from embedding.mlrm import MLRM, NoteEmbeddings
+from i2i.core.device import pick_device
 from i2i.core.errors import InputError
 from i2i.core.io import read_table
 from i2i.core.schemas import DEAD_LETTER, validate

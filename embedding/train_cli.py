@@ -6,13 +6,14 @@ import json
 import logging
 
 from embedding.config import VARIANTS, load_json, merge, preset, run_config_from_dict
+from i2i.core.cmdline import ArgumentParser
 from i2i.core.errors import InputError
 
 BACKBONES = {"tiny": "tiny", "offline": "cpu_offline"}
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="i2i train",
         description="Contrastive training of the NoteLLM-2 representation model on related-note pairs. "
                     "Configuration: the --backbone preset, then --config FILE (JSON, same sections as "

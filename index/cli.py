@@ -5,41 +5,27 @@ import argparse
 import json
 import time
 
-from i2i.core.errors import InputError
+from i2i.core.cmdline import ArgumentParser, positive_int
 from index import jobs
 from index.builder import BuildConfig
 from index.store import DEFAULT_KEEP
 from index.updater import RebuildPolicy
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises InputError (one line, exit 2) instead of exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(f"{self.prog}: {message}")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _gpu_flag(args: argparse.Namespace) -> bool | None:
     return {"auto": None, "on": True, "off": False}[args.gpu]
 
 
-def parser() -> argparse.ArgumentParser:
-    root = _Parser(prog="i2i index", description="FAISS IVF index of note embeddings, in versioned snapshots.")
-    sub = root.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def parser() -> ArgumentParser:
+    root = ArgumentParser(prog="i2i index", description="FAISS IVF index of note embeddings, in versioned snapshots.")
+    sub = root.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, table: bool = True, keep: bool = True) -> None:
         p.add_argument("--index-dir", required=True, help="index directory (CURRENT, versions/)")
         if table:
             p.add_argument("--table", required=True, help="embedding table: parquet:DIR or redis://host:port/db")
         if keep:
-            p.add_argument("--keep", type=_positive, default=DEFAULT_KEEP,
+            p.add_argument("--keep", type=positive_int, default=DEFAULT_KEEP,
                            help=f"versions to retain after publishing (default {DEFAULT_KEEP}); "
                                 "CURRENT and versions held by running servers are always kept")
 
@@ -57,13 +43,13 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--factory", default="Flat",
                        help="IVF encoding (Flat, SQ8, PQ16, PQ16x4fs...) or a full factory string "
                             "such as 'IVF1024,PQ16' or 'OPQ16,IVF{nlist},PQ16' (default Flat)")
-    build.add_argument("--nlist", type=_positive, help="inverted lists (default: ~4 sqrt(n), >= 39 vectors per list)")
-    build.add_argument("--train-sample", type=_positive, help="vectors to train on (default 50 per list)")
+    build.add_argument("--nlist", type=positive_int, help="inverted lists (default: ~4 sqrt(n), >= 39 vectors per list)")
+    build.add_argument("--train-sample", type=positive_int, help="vectors to train on (default 50 per list)")
     build.add_argument("--metric", choices=["ip", "l2"], default="ip",
                        help="ip: inner product on L2-normalised vectors (default); l2: squared L2")
     build.add_argument("--rerank", choices=["auto", "on", "off"], default="auto",
                        help="exact re-ranking from stored vectors (auto: on for PQ encodings)")
-    build.add_argument("--nprobe", type=_positive, default=BuildConfig.default_nprobe,
+    build.add_argument("--nprobe", type=positive_int, default=BuildConfig.default_nprobe,
                        help=f"default nprobe recorded for searches (default {BuildConfig.default_nprobe})")
     build.add_argument("--seed", type=int, default=1234, help="seed of the training sample")
     deletes(build)
@@ -81,9 +67,9 @@ def parser() -> argparse.ArgumentParser:
 
     rebuild = sub.add_parser("rebuild", help="retrain from the table with CURRENT's settings and tombstones")
     common(rebuild)
-    rebuild.add_argument("--nlist", type=_positive, help="inverted lists (default: chosen for today's corpus)")
+    rebuild.add_argument("--nlist", type=positive_int, help="inverted lists (default: chosen for today's corpus)")
     rebuild.add_argument("--factory", help="change the encoding (default: CURRENT's)")
-    rebuild.add_argument("--train-sample", type=_positive, help="vectors to train on (default 50 per list)")
+    rebuild.add_argument("--train-sample", type=positive_int, help="vectors to train on (default 50 per list)")
     deletes(rebuild)
     gpu(rebuild)
 

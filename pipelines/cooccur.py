@@ -11,9 +11,10 @@ import time
 
 import apache_beam as beam
 
+from i2i.core.beam import beam_options
+from i2i.core.cmdline import ArgumentParser, non_negative_float, positive_int
 from i2i.core.errors import InputError
 from i2i.core.schemas import DEAD_LETTER, RELATED, SCORES
-from pipelines.options import ArgumentParser, beam_options, non_negative_float, positive_int
 from pipelines.paths import RunOutput, resolve_event_files
 from pipelines.read import COUNTS, DEAD_LETTER as DEAD_TAG, EVENTS_TAG, ReadEvents
 from pipelines.transforms import CombineScores, CooccurConfig, SelectRelated, UserPairPartials, WriteCounts, WriteTable
@@ -25,6 +26,7 @@ COUNTS_FILE = "_counts.json"
 def parser() -> ArgumentParser:
     defaults = CooccurConfig()
     p = ArgumentParser(
+        allow_abbrev=False,  # a prefix of our options goes to Beam unchanged
         prog="i2i cooccur",
         description="Co-occurrence scores (paper eq. 2) and top-t related notes from an events table. "
         "Unknown options are Beam pipeline options (--runner, --direct_num_workers, Flink/Dataflow options).",

@@ -16,11 +16,20 @@ import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
+from i2i.core.beam import beam_options
+from i2i.core.cmdline import ArgumentParser, fraction, positive_int
 from i2i.core.errors import InputError
 from i2i.core.records import parse_timestamp_ms
 from i2i.core.schemas import PAIRS
-from pipelines.options import ArgumentParser, beam_options, fraction, positive_int
-from pipelines.pair_table import CANDIDATES, SplitConfig, assign_splits, drop_symmetric, join_notes, merge_lookups, notes_lookup
+from pipelines.pair_table import (
+    CANDIDATES,
+    SplitConfig,
+    assign_splits,
+    drop_symmetric,
+    join_notes,
+    merge_lookups,
+    notes_lookup,
+)
 from pipelines.paths import PARQUET_SUFFIXES, RunOutput, resolve_files
 from pipelines.read import ReadParquetTable
 from pipelines.sharding import split_by_shard
@@ -122,6 +131,7 @@ class AssignSplits(beam.PTransform):
 
 def parser() -> ArgumentParser:
     p = ArgumentParser(
+        allow_abbrev=False,  # a prefix of our options goes to Beam unchanged
         prog="i2i pairs",
         description="Training pairs (train/val/test) from related notes and the notes table. "
         "Unknown options are Beam pipeline options (--runner, --direct_num_workers, Flink/Dataflow options).",

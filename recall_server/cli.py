@@ -9,22 +9,16 @@ import time
 
 import grpc
 
+from i2i.core.cmdline import ArgumentParser
 from i2i.core.errors import InputError
 from recall_server.config import MERGE_STRATEGIES, SEARCH_MODES, ServerConfig, read_tokens
 
 logger = logging.getLogger("recall_server.cli")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises InputError (one line, exit 2 through the i2i dispatcher) instead of exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(message)
-
-
-def serve_parser() -> argparse.ArgumentParser:
+def serve_parser() -> ArgumentParser:
     defaults = ServerConfig(index_dir="", table_url="")
-    p = _Parser(prog="i2i serve", description="gRPC recall server: Recall(user history) -> merged top-k notes "
+    p = ArgumentParser(prog="i2i serve", description="gRPC recall server: Recall(user history) -> merged top-k notes "
                 "from one batched ANN search over the history embeddings. Hot-reloads INDEX_DIR/CURRENT.")
     p.add_argument("--index-dir", required=True, help="index directory (CURRENT + versions/)")
     p.add_argument("--table", required=True, help="embedding table: parquet:DIR or redis://host:port/db")
@@ -105,8 +99,8 @@ def serve_main(argv: list[str]) -> int:
     return 0
 
 
-def recall_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="i2i recall", description="Ask a recall server for notes related to a history.")
+def recall_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="i2i recall", description="Ask a recall server for notes related to a history.")
     p.add_argument("--server", required=True, help="HOST:PORT of the recall server")
     p.add_argument("--history", required=True, action="append",
                    help="history note ids, most recent first, comma-separated (may be repeated)")

@@ -17,16 +17,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from i2i.core.io import atomic_write_text  # noqa: E402
 
 VARIANTS = ("basic", "micl", "late_fusion", "notellm2", "only_late_fusion", "text_only")
 BASELINES = ("bm25", "minilm", "image")
@@ -84,10 +84,7 @@ def i2i(*args: str) -> None:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 TEST_QUANTILE = 0.8  # notes published after this share of the timeline form the test split
@@ -302,10 +299,7 @@ def write_results(run: RunConfig, tables: dict[str, list], seconds: float) -> No
         lines += [f"## {name}", ""] + markdown_table(rows) + training_table(rows)
         lines += ["", "**Finding:** " + finding(rows), ""]
     lines.append(kept_analysis(run.out))
-    run.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = run.out.with_name(f".{run.out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, run.out)
+    atomic_write_text(run.out, "\n".join(lines))
     write_json_atomic(run.work / "results.json", {name: [{"method": m, "kind": k, "metrics": x} for m, k, x in rows]
                                                   for name, rows in tables.items()})
     log(f"wrote {run.out} and {run.work / 'results.json'}")

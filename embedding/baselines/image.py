@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from embedding.evaluation import pick_device
+from i2i.core.device import pick_device
 from i2i.core.errors import InputError
 
 log = logging.getLogger(__name__)

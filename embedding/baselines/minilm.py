@@ -14,7 +14,7 @@ import torch
 from tqdm import tqdm
 
 from embedding.baselines.text import note_text
-from embedding.evaluation import pick_device
+from i2i.core.device import pick_device
 from i2i.core.errors import InputError
 
 

@@ -16,7 +16,6 @@ rename), so deleted notes never come back, not even for plain readers.
 """
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import re
@@ -33,14 +32,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from embedding.table import (
-    DimensionMismatch,
-    EmbeddingTable,
-    Lookup,
-    ModelVersionMismatch,
-    check_vectors,
-)
+from embedding.table import DimensionMismatch, EmbeddingTable, Lookup, check_vectors
 from i2i.core.errors import InputError
+from i2i.core.io import atomic_file, atomic_write_text
+from i2i.core.locks import exclusive_lock
 from i2i.core.schemas import embeddings_schema
 
 PART_PATTERN = re.compile(r"^part-(\d{10})-([0-9a-f]{8})\.parquet$")
@@ -74,23 +69,10 @@ class CompactionReport:
     parts_after: int
 
 
-def _write_then_rename(table: pa.Table, tmp: Path, final: Path) -> None:
+def _write_then_rename(table: pa.Table, final: Path) -> None:
     """Writes a hidden temporary file, makes it durable, then renames it over ``final``."""
-    try:
+    with atomic_file(final) as tmp:
         pq.write_table(table, tmp)
-        _fsync(tmp)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
@@ -136,17 +118,13 @@ class ParquetEmbeddingTable(EmbeddingTable):
     def _writer(self) -> Iterator[None]:
         """Holds the directory's writer lock and finishes any delete a crash interrupted."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / LOCK_NAME, "a+") as lock_file:
-            fcntl.flock(lock_file, fcntl.LOCK_EX)
-            try:
-                self._replay_journal()
-                yield
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        with exclusive_lock(self.directory / LOCK_NAME):
+            self._replay_journal()
+            yield
 
     def _write_part(self, table: pa.Table, seq: int) -> Path:
         final = self.directory / f"part-{seq:010d}-{uuid.uuid4().hex[:8]}.parquet"
-        _write_then_rename(table, self.directory / f".{final.name}.tmp", final)
+        _write_then_rename(table, final)
         return final
 
     def _replace_part(self, path: Path, table: pa.Table) -> None:
@@ -154,7 +132,7 @@ class ParquetEmbeddingTable(EmbeddingTable):
         if table.num_rows == 0:
             path.unlink(missing_ok=True)
             return
-        _write_then_rename(table, path.parent / f".{path.name}.rewrite-{uuid.uuid4().hex[:8]}.tmp", path)
+        _write_then_rename(table, path)
 
     def _read_parts(self, columns: list[str], model_version: str | None) -> tuple[tuple, list[pa.Table]]:
         """Reads every part (retrying when a concurrent writer replaced one under us)."""
@@ -292,10 +270,8 @@ class ParquetEmbeddingTable(EmbeddingTable):
             existed = len(wanted & self.has_ids(model_version))
             if not existed:
                 return 0
-            journal = self.directory / JOURNAL_NAME
-            tmp = self.directory / f".{JOURNAL_NAME}.tmp"
-            tmp.write_text(json.dumps({"model_version": model_version, "note_ids": sorted(wanted)}))
-            os.replace(tmp, journal)
+            atomic_write_text(self.directory / JOURNAL_NAME,
+                              json.dumps({"model_version": model_version, "note_ids": sorted(wanted)}))
             self._replay_journal()
         return existed
 

@@ -14,18 +14,21 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import json
 import logging
 import os
 import time
-import tomllib
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
+import tomllib
+
+from i2i.core.cmdline import ArgumentParser
+from i2i.core.config import from_dict
 from i2i.core.errors import InputError
+from i2i.core.io import atomic_write_text
+from i2i.core.locks import LockHeld, exclusive_lock
 
 LOG = logging.getLogger("i2i.run")
 EXIT_OK, EXIT_STAGE_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 75
@@ -58,44 +61,20 @@ class DailyConfig:
             raw = tomllib.loads(path.read_text())
         except tomllib.TOMLDecodeError as exc:
             raise InputError(f"config {path} is not valid TOML: {exc}") from exc
+        config = from_dict(cls, raw, str(path))
         base = path.resolve().parent
-        known = set(cls.__dataclass_fields__)
-        unknown = set(raw) - known
-        if unknown:
-            raise InputError(f"config {path}: unknown keys {sorted(unknown)}")
-        missing = [name for name in ("events", "notes", "runs", "checkpoint", "table", "index_dir") if name not in raw]
-        if missing:
-            raise InputError(f"config {path}: missing keys {missing}")
         for name in ("events", "notes", "runs", "checkpoint", "index_dir"):
-            raw[name] = base / raw[name]
-        if raw["table"].startswith("parquet:") and not os.path.isabs(raw["table"][len("parquet:"):]):
-            raw["table"] = "parquet:" + str(base / raw["table"][len("parquet:"):])
-        if raw.get("deletes") and not os.path.isabs(raw["deletes"]):
-            raw["deletes"] = str(base / raw["deletes"])
-        return cls(**raw)
+            setattr(config, name, base / getattr(config, name))
+        if config.table.startswith("parquet:") and not os.path.isabs(config.table[len("parquet:"):]):
+            config.table = "parquet:" + str(base / config.table[len("parquet:"):])
+        if config.deletes and not os.path.isabs(config.deletes):
+            config.deletes = str(base / config.deletes)
+        return config
 
 
-@contextmanager
-def run_lock(runs: Path) -> Iterator[None]:
-    """An exclusive, non-blocking lock; the OS releases it if the process dies."""
-    runs.mkdir(parents=True, exist_ok=True)
-    handle = open(runs / ".lock", "w")
-    try:
-        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        handle.close()
-        raise LockHeld(f"another i2i run holds {runs / '.lock'}") from None
-    try:
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        yield
-    finally:
-        fcntl.flock(handle, fcntl.LOCK_UN)
-        handle.close()
-
-
-class LockHeld(Exception):
-    pass
+def run_lock(runs: Path):
+    """An exclusive, non-blocking lock on ``runs/.lock``; the OS releases it if the process dies."""
+    return exclusive_lock(runs / ".lock", wait=False, note=f"{os.getpid()}\n")
 
 
 class StageFailed(Exception):
@@ -181,14 +160,11 @@ class DailyRun:
 
 
 def write_marker(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="i2i run", description=__doc__,
+    parser = ArgumentParser(prog="i2i run", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--date", required=True, type=dt.date.fromisoformat, help="partition date, YYYY-MM-DD")
     parser.add_argument("--config", required=True, type=Path, help="TOML file (see docs/operations.md)")
@@ -200,7 +176,7 @@ def main(argv: list[str]) -> int:
         with run_lock(config.runs):
             summary = run.run(force=args.force)
     except LockHeld as exc:
-        print(f"i2i run: {exc}; retry later")
+        print(f"i2i run: another i2i run holds {exc.path} (pid {exc.holder or '?'}); retry later")
         return EXIT_LOCKED
     except StageFailed as exc:
         print(f"i2i run: {exc}; earlier outputs and the served index are untouched; rerun to resume")

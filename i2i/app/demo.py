@@ -19,6 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from i2i.core.cmdline import ArgumentParser
 from i2i.core.errors import InputError
 from i2i.core.io import read_table, write_events_by_day, write_table
 
@@ -249,7 +250,7 @@ class DemoRun:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="i2i demo", description=__doc__,
+    parser = ArgumentParser(prog="i2i demo", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     defaults = DemoConfig()
     for name, value in asdict(defaults).items():

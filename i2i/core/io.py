@@ -1,4 +1,4 @@
-"""Reading and writing contract tables: directories of Parquet files, written atomically."""
+"""Reading and writing contract tables and files, atomically: the one home of write-then-rename."""
 from __future__ import annotations
 
 import os
@@ -56,6 +56,42 @@ def replace_dir(new: Path, final: Path) -> None:
     os.rename(new, final)
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
+
+
+def fsync_path(path: str | os.PathLike) -> None:
+    """Flushes a file's (or a directory's entries') data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_file(final: str | os.PathLike) -> Iterator[Path]:
+    """Yields a hidden temporary sibling path to write; on success it is fsynced and renamed over ``final``.
+
+    Readers see the old file or the new one, never half of one, and a crash leaves the old one.
+    The temporary name keeps the suffix (``.png``, ``.parquet``) for writers that read it.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{final.suffix}")
+    try:
+        yield tmp
+        fsync_path(tmp)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fsync_path(final.parent)
+
+
+def atomic_write_text(final: str | os.PathLike, text: str) -> Path:
+    """Replaces ``final`` with ``text`` in one rename (see ``atomic_file``)."""
+    with atomic_file(final) as tmp:
+        tmp.write_text(text)
+    return Path(final)
 
 
 def write_table(table: pa.Table, final: str | os.PathLike, rows_per_file: int = 1_000_000) -> Path:

@@ -27,7 +27,7 @@ def test_unknown_command_fails_with_reason():
 def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys):
     assert main(["data", "fashion-notes", "--out", str(tmp_path), "--notes", "0"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["i2i data: error: --notes must be positive, got 0"]
+    assert err == ["i2i data: error: argument --notes: must be a positive integer (must be at least 1), got 0"]
 
 
 def test_every_subcommand_has_help():

@@ -6,10 +6,10 @@ import sys
 import pyarrow as pa
 import pytest
 
+from embedding.testing import make_tiny_checkpoint
 from i2i.app.daily import EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_OK, EXIT_STAGE_FAILED, DailyConfig, main, run_lock
 from i2i.app.data.fashion_notes import FashionConfig, generate
 from i2i.core.io import read_table, write_events_by_day, write_table
-from embedding.testing import make_tiny_checkpoint
 
 DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
 
@@ -88,7 +88,7 @@ def test_failed_stage_keeps_earlier_outputs_and_rerun_resumes(tmp_path, site):
 def test_bad_config_and_missing_partition_are_input_errors(tmp_path, site):
     bad = tmp_path / "bad.toml"
     bad.write_text('events = "x"\nsurprise = 1\n')
-    with pytest.raises(Exception, match="unknown keys"):
+    with pytest.raises(Exception, match="unknown config key"):
         DailyConfig.load(bad)
     config = write_config(site, name="missing.toml")
     result = subprocess.run([sys.executable, "-m", "i2i.app.cli", "run", "--date", "2030-01-01", "--config",

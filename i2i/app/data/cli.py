@@ -1,38 +1,30 @@
 """``i2i data``: writes the sample datasets as contract tables (notes, events) under one directory."""
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import json
 import time
 from pathlib import Path
 
+from i2i.core.cmdline import ArgumentParser, positive_int
 from i2i.core.io import write_events_by_day, write_table
 from i2i.core.schemas import conform
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="i2i data", description=__doc__)
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="i2i data", description=__doc__)
     sub = parser.add_subparsers(dest="dataset", required=True)
     fashion = sub.add_parser("fashion-notes", help="semi-synthetic notes with real product photos (Fashion-MNIST)")
     fashion.add_argument("--out", required=True, type=Path, help="output directory (notes/, events/)")
-    fashion.add_argument("--notes", type=int, default=2000)
-    fashion.add_argument("--users", type=int, default=500)
-    fashion.add_argument("--days", type=int, default=14)
+    fashion.add_argument("--notes", type=positive_int, default=2000)
+    fashion.add_argument("--users", type=positive_int, default=500)
+    fashion.add_argument("--days", type=positive_int, default=14)
     fashion.add_argument("--seed", type=int, default=0)
     fashion.add_argument("--start", type=dt.date.fromisoformat, default=dt.date(2026, 11, 1),
                          help="first day of events (YYYY-MM-DD)")
     movielens = sub.add_parser("movielens", help="MovieLens-100k (from the recbole wheel) as notes and events")
     movielens.add_argument("--out", required=True, type=Path)
     return parser
-
-
-def positive(name: str, value: int) -> int:
-    from i2i.core.errors import InputError
-
-    if value <= 0:
-        raise InputError(f"--{name} must be positive, got {value}")
-    return value
 
 
 def write_dataset(out: Path, notes, events, extra: dict) -> dict:
@@ -53,8 +45,8 @@ def main(argv: list[str]) -> int:
         from i2i.app.data import fashion_notes
 
         config = fashion_notes.FashionConfig(
-            notes=positive("notes", args.notes), users=positive("users", args.users),
-            days=positive("days", args.days), seed=args.seed, start=args.start)
+            notes=args.notes, users=args.users,
+            days=args.days, seed=args.seed, start=args.start)
         world = fashion_notes.generate(config)
         write_table(fashion_notes.attributes_table(world.notes.column("note_id").to_pylist(), world.attributes),
                     args.out / "_attributes")
