@@ -93,10 +93,6 @@ class LoadedIndex:
     def nlist(self) -> int:
         return int(faiss.extract_index_ivf(self.index).nlist)
 
-    def list_sizes(self) -> np.ndarray:
-        invlists = faiss.extract_index_ivf(self.index).invlists
-        return np.array([invlists.list_size(i) for i in range(invlists.nlist)], dtype=np.int64)
-
     def require_model_version(self, model_version: str) -> None:
         """Refuses to pair this index with embeddings of another model version."""
         if model_version != self.model_version:

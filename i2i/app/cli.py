@@ -1,7 +1,6 @@
 """The ``i2i`` console script: one entry point that dispatches to each part's own ``main(argv)``.
 
-Subcommands import lazily, so ``i2i --help`` stays fast and one missing optional part does not
-break the others.
+Subcommands import lazily, so ``i2i --help`` stays fast.
 """
 from __future__ import annotations
 
@@ -10,10 +9,9 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from i2i.core.errors import InputError, NotBuiltError
+from i2i.core.errors import InputError
 
 EXIT_BAD_INPUT = 2
-EXIT_NOT_BUILT = 3
 
 
 @dataclass(frozen=True)
@@ -65,18 +63,9 @@ def usage() -> str:
 
 
 def resolve(name: str):
-    """Imports a subcommand's function; a part that is not installed raises NotBuiltError."""
+    """Imports a subcommand's function."""
     module_name, function_name = SUBCOMMANDS[name].target.split(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and (module_name == exc.name or module_name.startswith(exc.name + ".")):
-            raise NotBuiltError(f"'i2i {name}' is not built in this installation yet") from exc
-        raise
-    function = getattr(module, function_name, None)
-    if function is None:
-        raise NotBuiltError(f"'i2i {name}' is not built in this installation yet")
-    return function
+    return getattr(importlib.import_module(module_name), function_name)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,9 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     try:
         return int(resolve(name)(rest) or 0)
-    except NotBuiltError as exc:
-        print(f"i2i {name}: error: {exc}", file=sys.stderr)
-        return EXIT_NOT_BUILT
     except InputError as exc:
         print(f"i2i {name}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

@@ -4,6 +4,3 @@
 class InputError(Exception):
     """Bad input from the user (a path, a record, an option): the message names the problem."""
 
-
-class NotBuiltError(InputError):
-    """A subcommand of the contract whose implementation is not installed."""
