@@ -34,11 +34,11 @@ setup(
     packages=find_packages(include=["i2i*", "pipelines*", "embedding*", "index*", "recall_server*"]),
     package_data={"recall_server": ["_generated/*.py", "_generated/**/*.py", "_generated/STAMP"]},
     include_package_data=True,
-    install_requires=[r for r in _requirements("requirements.txt") if not r.startswith(("pytest", "hypothesis"))],
+    install_requires=[r for r in _requirements("requirements.txt") if not r.startswith(("pytest", "hypothesis", "import-linter", "ruff"))],
     extras_require={
         "gpu": ["faiss-gpu==1.15.1"],
         "models": _requirements("requirements-models.txt"),
-        "test": ["pytest==9.2.0", "hypothesis==6.170.15"],
+        "test": ["pytest==9.2.0", "hypothesis==6.170.15", "import-linter==2.17", "ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["i2i=i2i.app.cli:main"]},
     cmdclass={"build_py": BuildPyWithProto},
