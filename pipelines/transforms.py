@@ -10,8 +10,8 @@ import logging
 from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 
 from i2i.core.schemas import EVENTS
 from pipelines.arrays import compact_dictionaries

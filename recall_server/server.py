@@ -18,13 +18,13 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from recall_server.stubs import recall_pb2, recall_pb2_grpc
 from recall_server.auth import BearerTokenInterceptor
 from recall_server.config import ServerConfig
 from recall_server.holder import IndexHolder, ServedIndex
 from recall_server.logs import log_event
 from recall_server.metrics import RecallMetrics
 from recall_server.service import RecallService
+from recall_server.stubs import recall_pb2, recall_pb2_grpc
 
 logger = logging.getLogger("recall_server.server")
 

@@ -30,14 +30,7 @@ import redis.exceptions as rexc
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
-from embedding.table import (
-    DimensionMismatch,
-    EmbeddingTable,
-    Lookup,
-    ModelVersionMismatch,
-    TableUnavailable,
-    check_vectors,
-)
+from embedding.table import DimensionMismatch, EmbeddingTable, Lookup, TableUnavailable, check_vectors
 from i2i.core.errors import InputError
 
 DEFAULT_PREFIX = "emb"

@@ -1,8 +1,15 @@
 import pytest
 import torch
 
-from embedding.backbones import (EfficientNetLite0, build_llm, build_vision, converted_gguf_dir, freeze,
-                                 keep_first_layers, load_tokenizer)
+from embedding.backbones import (
+    EfficientNetLite0,
+    build_llm,
+    build_vision,
+    converted_gguf_dir,
+    freeze,
+    keep_first_layers,
+    load_tokenizer,
+)
 from embedding.config import LLMConfig, VisionConfig
 from i2i.core.errors import InputError
 

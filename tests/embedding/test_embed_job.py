@@ -15,8 +15,8 @@ import pytest
 
 from embedding.checkpoint import load_encoder
 from embedding.embed_job import EmbedJobConfig, run_embed_job
-from embedding.table.parquet import ParquetEmbeddingTable
 from embedding.table import ModelVersionMismatch, open_table
+from embedding.table.parquet import ParquetEmbeddingTable
 from embedding.testing import make_notes, make_tiny_checkpoint, notes_table, png_bytes
 from i2i.app.cli import main as i2i_main
 from i2i.core.io import read_table, write_table

@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from embedding.table.parquet import JOURNAL_NAME, ParquetEmbeddingTable
 from embedding.table import DimensionMismatch, ModelVersionMismatch, open_table
+from embedding.table.parquet import JOURNAL_NAME, ParquetEmbeddingTable
 from i2i.core.errors import InputError
 from i2i.core.schemas import embeddings_schema, validate
 

@@ -12,8 +12,8 @@ import pytest
 import redis
 import redis.connection
 
-from embedding.table.redis import RedisEmbeddingTable, RedisTableConfig
 from embedding.table import DimensionMismatch, ModelVersionMismatch, TableUnavailable, open_table
+from embedding.table.redis import RedisEmbeddingTable, RedisTableConfig
 from i2i.core.errors import InputError
 from tests.conftest import RedisServer, free_port
 

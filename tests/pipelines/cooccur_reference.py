@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from i2i.core.schemas import EVENTS
 
 BEAM_ARGS = ["--runner=DirectRunner"]

@@ -16,8 +16,15 @@ from i2i.core.errors import InputError
 from i2i.core.io import read_table
 from i2i.core.schemas import validate
 from pipelines.cooccur import run
-from tests.pipelines.cooccur_reference import (T0, reference_related, reference_scores, related_rows, scores_dict,
-                                               write_jsonl, write_parquet_events)
+from tests.pipelines.cooccur_reference import (
+    T0,
+    reference_related,
+    reference_scores,
+    related_rows,
+    scores_dict,
+    write_jsonl,
+    write_parquet_events,
+)
 
 DAY = 86_400_000
 

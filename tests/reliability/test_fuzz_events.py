@@ -9,8 +9,7 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
 from i2i.core.events import read_events
 from i2i.core.io import read_table
