@@ -109,14 +109,17 @@ def main(argv: list[str]) -> int:
         config = BuildConfig(factory=args.factory, nlist=args.nlist, train_sample=args.train_sample,
                              metric=args.metric, rerank={"auto": None, "on": True, "off": False}[args.rerank],
                              default_nprobe=args.nprobe, seed=args.seed, use_gpu=_gpu_flag(args))
-        summary = jobs.build_job(args.index_dir, args.table, config, args.model_version, args.deletes, args.keep)
+        summary = jobs.run(jobs.IndexJob("build", args.index_dir, args.table, build=config,
+                                         model_version=args.model_version, deletes=args.deletes, keep=args.keep))
     elif args.command == "update":
         policy = RebuildPolicy(max_imbalance=args.max_imbalance, max_growth=args.max_growth)
-        summary = jobs.update_job(args.index_dir, args.table, args.model_version, args.deletes, args.keep,
-                                  policy, _gpu_flag(args))
+        summary = jobs.run(jobs.IndexJob("update", args.index_dir, args.table, model_version=args.model_version,
+                                         deletes=args.deletes, keep=args.keep, policy=policy,
+                                         use_gpu=_gpu_flag(args)))
     elif args.command == "rebuild":
-        summary = jobs.rebuild_job(args.index_dir, args.table, args.nlist, args.factory, args.train_sample,
-                                   args.deletes, args.keep, _gpu_flag(args))
+        summary = jobs.run(jobs.IndexJob("rebuild", args.index_dir, args.table, deletes=args.deletes, keep=args.keep,
+                                         nlist=args.nlist, factory=args.factory, train_sample=args.train_sample,
+                                         use_gpu=_gpu_flag(args)))
     elif args.command == "info":
         report = jobs.info(args.index_dir, verify=args.verify)
         print(json.dumps(report, indent=2)) if args.json else _print_info(report)

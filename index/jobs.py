@@ -170,6 +170,37 @@ def rebuild_job(index_dir: str, table_url: str, nlist: int | None = None, factor
                                      "rebuild", timings)
 
 
+@dataclass
+class IndexJob:
+    """One ``i2i index build|update|rebuild`` run, typed: what the command line's options say."""
+
+    operation: str  # "build", "update" or "rebuild"
+    index_dir: str
+    table: str
+    build: BuildConfig = field(default_factory=BuildConfig)  # build: how to train the fresh index
+    model_version: str | None = None  # build, update
+    deletes: str | None = None
+    keep: int = DEFAULT_KEEP
+    policy: RebuildPolicy = field(default_factory=RebuildPolicy)  # update: when to advise a rebuild
+    nlist: int | None = None  # rebuild: None keeps CURRENT's choice for today's corpus
+    factory: str | None = None  # rebuild
+    train_sample: int | None = None  # rebuild
+    use_gpu: bool | None = None  # update, rebuild (build: build.use_gpu)
+
+
+def run(job: IndexJob) -> JobSummary:
+    """The index stage's one entry point: build, update or rebuild as ``job.operation`` says."""
+    if job.operation == "build":
+        return build_job(job.index_dir, job.table, job.build, job.model_version, job.deletes, job.keep)
+    if job.operation == "update":
+        return update_job(job.index_dir, job.table, job.model_version, job.deletes, job.keep, job.policy,
+                          job.use_gpu)
+    if job.operation == "rebuild":
+        return rebuild_job(job.index_dir, job.table, job.nlist, job.factory, job.train_sample, job.deletes,
+                           job.keep, job.use_gpu)
+    raise InputError(f"unknown index operation {job.operation!r}: expected build, update or rebuild")
+
+
 def rollback_job(index_dir: str, to: str) -> tuple[str | None, str]:
     store = IndexStore(index_dir)
     with store.writer_lock():

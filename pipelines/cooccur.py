@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 
@@ -21,6 +22,18 @@ from pipelines.transforms import CombineScores, CooccurConfig, SelectRelated, Us
 
 log = logging.getLogger(__name__)
 COUNTS_FILE = "_counts.json"
+
+
+@dataclass
+class CooccurJob:
+    """One ``i2i cooccur`` run, typed: what the command line's options say (see ``i2i cooccur --help``)."""
+
+    events: str
+    out: str
+    date: str | None = None
+    config: CooccurConfig = field(default_factory=CooccurConfig)
+    validate_each_record: bool = False
+    beam_args: list[str] = field(default_factory=list)  # Beam pipeline options, e.g. --runner=FlinkRunner
 
 
 def parser() -> ArgumentParser:
@@ -67,18 +80,26 @@ def build(pipeline: beam.Pipeline, files: list[str], output: RunOutput, config: 
     )
 
 
-def run(argv: list[str] | None = None) -> dict:
-    """Runs the job; returns the summary written to DIR/_SUMMARY.json."""
+def job_from_argv(argv: list[str] | None) -> CooccurJob:
+    """The typed job from the command line's options; unknown options are Beam's."""
     args, beam_args = parser().parse_known_args(argv)
-    if args.low > args.up:
-        raise InputError(f"--low ({args.low}) is above --up ({args.up})")
     config = CooccurConfig(args.window_seconds, args.up, args.low, args.top_t, args.max_events_per_user, args.shards)
+    return CooccurJob(args.events, args.out, args.date, config, args.validate_each_record, beam_args)
+
+
+def run(job: CooccurJob | list[str] | None = None) -> dict:
+    """Runs the job; returns the summary written to DIR/_SUMMARY.json (an argv list is parsed first)."""
+    if not isinstance(job, CooccurJob):
+        job = job_from_argv(job)
+    config = job.config
+    if config.low > config.up:
+        raise InputError(f"--low ({config.low}) is above --up ({config.up})")
     started = time.time()
-    files = resolve_event_files(args.events, args.date)
-    with RunOutput.staged_run(args.out) as output:
-        log.info("cooccur: %d event files -> %s", len(files), args.out)
-        pipeline = beam.Pipeline(options=beam_options(beam_args))
-        build(pipeline, files, output, config, args.validate_each_record)
+    files = resolve_event_files(job.events, job.date)
+    with RunOutput.staged_run(job.out) as output:
+        log.info("cooccur: %d event files -> %s", len(files), job.out)
+        pipeline = beam.Pipeline(options=beam_options(job.beam_args))
+        build(pipeline, files, output, config, job.validate_each_record)
         pipeline.run().wait_until_finish()
         finished = time.time()
         for name, schema in (("scores", SCORES), ("related", RELATED), ("dead_letter", DEAD_LETTER)):
@@ -86,13 +107,13 @@ def run(argv: list[str] | None = None) -> dict:
         counts = output.take_json(COUNTS_FILE)
         summary = {
             "job": "cooccur",
-            "events": args.events,
-            "date": args.date,
+            "events": job.events,
+            "date": job.date,
             "files": len(files),
-            "out": args.out,
+            "out": job.out,
             "config": {"window_seconds": config.window_seconds, "up": config.up, "low": config.low,
                        "top_t": config.top_t, "max_events_per_user": config.max_events_per_user,
-                       "shards": config.shards, "validate_each_record": args.validate_each_record},
+                       "shards": config.shards, "validate_each_record": job.validate_each_record},
             "counts": {name: int(counts.get(name, 0)) for name in
                        ("input", "valid", "dead_lettered", "users", "capped_users", "kept_events",
                         "user_pairs", "pairs", "related_rows")},
@@ -115,6 +136,6 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    summary = run(list(sys.argv[1:] if argv is None else argv))
+    summary = run(job_from_argv(list(sys.argv[1:] if argv is None else argv)))
     print(format_summary(summary))
     return 0

@@ -20,7 +20,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, TypeVar
 
 import tomllib
 
@@ -31,6 +31,7 @@ from i2i.core.io import atomic_write_text
 from i2i.core.locks import LockHeld, exclusive_lock
 
 LOG = logging.getLogger("i2i.run")
+T = TypeVar("T")
 EXIT_OK, EXIT_STAGE_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED = 0, 1, 2, 75
 
 
@@ -45,13 +46,14 @@ class DailyConfig:
     table: str
     index_dir: Path
     deletes: str = ""  # optional deletes table per day; "{date}" is replaced by the run date
-    beam_args: list[str] = field(default_factory=lambda: ["--runner=DirectRunner"])
-    cooccur_args: list[str] = field(default_factory=list)
-    pairs_args: list[str] = field(default_factory=list)
+    beam_args: list[str] = field(default_factory=lambda: ["--runner=DirectRunner"])  # Beam's own options
     retrain: bool = False
-    train_args: list[str] = field(default_factory=list)
-    embed_args: list[str] = field(default_factory=list)
-    index_args: list[str] = field(default_factory=list)
+    # Per-stage options, one TOML table each; their keys are the fields of the stage's typed config.
+    cooccur: dict[str, Any] = field(default_factory=dict)  # pipelines.transforms.CooccurConfig
+    pairs: dict[str, Any] = field(default_factory=dict)  # pipelines.pairs.PairsJob
+    train: dict[str, Any] = field(default_factory=dict)  # embedding.train_cli.TrainJob
+    embed: dict[str, Any] = field(default_factory=dict)  # embedding.embed_job.EmbedJobConfig
+    index: dict[str, Any] = field(default_factory=dict)  # index.jobs.IndexJob ([index.build], [index.policy])
 
     @classmethod
     def load(cls, path: Path) -> "DailyConfig":
@@ -69,6 +71,10 @@ class DailyConfig:
             config.table = "parquet:" + str(base / config.table[len("parquet:"):])
         if config.deletes and not os.path.isabs(config.deletes):
             config.deletes = str(base / config.deletes)
+        try:
+            DailyRun(config, dt.date(2000, 1, 1)).check_stage_options()
+        except InputError as exc:
+            raise InputError(f"config {path}: {exc}") from None
         return config
 
 
@@ -95,68 +101,128 @@ class DailyRun:
     def marker(self, stage: str) -> Path:
         return self.folder / "_stages" / f"{stage}.json"
 
-    def stages(self) -> list[tuple[str, Callable[[], list[str]]]]:
-        stages = [("cooccur", self.cooccur_argv), ("pairs", self.pairs_argv)]
+    def stages(self) -> list[tuple[str, Callable[[], Any]]]:
+        """(name, run) of each stage in order; ``run()`` runs the stage's typed entry point."""
+        stages = [("cooccur", self.run_cooccur), ("pairs", self.run_pairs)]
         if self.config.retrain:
-            stages.append(("train", self.train_argv))
-        stages += [("embed", self.embed_argv), ("index", self.index_argv)]
+            stages.append(("train", self.run_train))
+        stages += [("embed", self.run_embed), ("index", self.run_index)]
         return stages
 
-    def cooccur_argv(self) -> list[str]:
-        partition = self.config.events / f"dt={self.date.isoformat()}"
-        if not partition.exists():
-            raise InputError(f"no events partition for {self.date}: {partition}")
-        return ["cooccur", "--events", str(partition), "--out", str(self.folder / "cooccur"),
-                *self.config.cooccur_args, *self.config.beam_args]
+    def check_stage_options(self) -> None:
+        """Refuses a stage table whose keys its stage's config lacks (or that sets a path the run decides)."""
+        self.cooccur_job(partition=Path("."))
+        self.pairs_job()
+        self.train_job()
+        self.embed_job()
+        self.index_job("update")
 
-    def pairs_argv(self) -> list[str]:
-        return ["pairs", "--related", str(self.folder / "cooccur" / "related"), "--notes", str(self.config.notes),
-                "--out", str(self.folder / "pairs"), *self.config.pairs_args, *self.config.beam_args]
+    def cooccur_job(self, partition: Path | None = None):
+        from pipelines.cooccur import CooccurJob
+        from pipelines.transforms import CooccurConfig
 
-    def train_argv(self) -> list[str]:
-        return ["train", "--notes", str(self.config.notes), "--pairs", str(self.folder / "pairs"),
-                "--out", str(self.config.checkpoint), *self.config.train_args]
+        if partition is None:
+            partition = self.config.events / f"dt={self.date.isoformat()}"
+            if not partition.exists():
+                raise InputError(f"no events partition for {self.date}: {partition}")
+        return CooccurJob(str(partition), str(self.folder / "cooccur"),
+                          config=from_dict(CooccurConfig, self.config.cooccur, "cooccur"),
+                          beam_args=list(self.config.beam_args))
 
-    def embed_argv(self) -> list[str]:
-        return ["embed", "--notes", str(self.config.notes), "--checkpoint", str(self.config.checkpoint),
-                "--table", self.config.table, *self.config.embed_args]
+    def pairs_job(self):
+        from pipelines.pairs import PairsJob
 
-    def index_argv(self) -> list[str]:
+        return stage_config(PairsJob, self.config.pairs, "pairs", related=str(self.folder / "cooccur" / "related"),
+                            notes=str(self.config.notes), out=str(self.folder / "pairs"),
+                            beam_args=list(self.config.beam_args))
+
+    def train_job(self):
+        from embedding.train_cli import TrainJob
+
+        return stage_config(TrainJob, self.config.train, "train", notes=str(self.config.notes),
+                            pairs=str(self.folder / "pairs"), out=str(self.config.checkpoint))
+
+    def embed_job(self):
+        from embedding.embed_job import EmbedJobConfig
+
+        return stage_config(EmbedJobConfig, self.config.embed, "embed", notes=str(self.config.notes),
+                            checkpoint=str(self.config.checkpoint), table=self.config.table)
+
+    def index_job(self, operation: str | None = None):
+        from index.jobs import IndexJob
+
         index_dir = self.config.index_dir
-        if not (index_dir / "CURRENT").exists():
-            return ["index", "build", "--index-dir", str(index_dir), "--table", self.config.table,
-                    *self.config.index_args]
-        argv = ["index", "update", "--index-dir", str(index_dir), "--table", self.config.table]
+        if operation is None:
+            operation = "update" if (index_dir / "CURRENT").exists() else "build"
         deletes = self.config.deletes.replace("{date}", self.date.isoformat())
-        if deletes and Path(deletes).exists():
-            argv += ["--deletes", deletes]
-        return argv + self.config.index_args
+        if operation != "update" or not (deletes and Path(deletes).exists()):
+            deletes = None
+        return stage_config(IndexJob, self.config.index, "index", operation=operation, index_dir=str(index_dir),
+                            table=self.config.table, deletes=deletes)
+
+    def run_cooccur(self):
+        from pipelines.cooccur import format_summary, run
+
+        summary = run(self.cooccur_job())
+        LOG.info("%s", format_summary(summary))
+        return summary
+
+    def run_pairs(self):
+        from pipelines.pairs import format_summary, run
+
+        summary = run(self.pairs_job())
+        LOG.info("%s", format_summary(summary))
+        return summary
+
+    def run_train(self):
+        from embedding.train_cli import run
+
+        result = run(self.train_job())
+        LOG.info("trained model version %s into %s", result.model_version, result.out_dir)
+        return result
+
+    def run_embed(self):
+        from embedding.embed_cli import run
+
+        summary = run(self.embed_job())
+        LOG.info("%s", "; ".join(summary.lines()))
+        return summary
+
+    def run_index(self):
+        from index.jobs import run
+
+        summary = run(self.index_job())
+        LOG.info("%s", "; ".join(summary.lines()))
+        return summary
 
     def run(self, force: bool = False) -> dict:
-        from i2i.app.cli import resolve
-
         summary: dict = {"date": self.date.isoformat(), "stages": {}}
-        for name, make_argv in self.stages():
+        for name, run_stage in self.stages():
             if self.marker(name).exists() and not force:
                 LOG.info("stage %s: already done for %s, skipped", name, self.date)
                 summary["stages"][name] = "skipped (done)"
                 continue
-            argv = make_argv()
-            LOG.info("stage %s: i2i %s", name, " ".join(argv))
+            LOG.info("stage %s: started", name)
             started = time.perf_counter()
             try:
-                code = resolve(argv[0])(argv[1:])
+                run_stage()
             except InputError:
                 raise
             except Exception as exc:  # noqa: BLE001 - any crash of a stage is reported as that stage's failure
                 raise StageFailed(name, f"{type(exc).__name__}: {exc}") from exc
-            if code:
-                raise StageFailed(name, f"exit code {code}")
             seconds = round(time.perf_counter() - started, 2)
-            write_marker(self.marker(name), {"stage": name, "argv": argv, "seconds": seconds,
+            write_marker(self.marker(name), {"stage": name, "seconds": seconds,
                                              "finished_at": dt.datetime.now(dt.timezone.utc).isoformat()})
             summary["stages"][name] = f"done in {seconds}s"
         return summary
+
+
+def stage_config(cls: type[T], options: dict[str, Any], stage: str, **decided: Any) -> T:
+    """The stage's typed config from its TOML table plus what the daily run decides (paths)."""
+    taken = sorted(set(options) & set(decided))
+    if taken:
+        raise InputError(f"config [{stage}]: {', '.join(taken)} is set by the daily run, not by the config file")
+    return from_dict(cls, {**options, **decided}, stage)
 
 
 def write_marker(path: Path, payload: dict) -> None:

@@ -7,8 +7,9 @@ import pyarrow as pa
 import pytest
 
 from embedding.testing import make_tiny_checkpoint
-from i2i.app.daily import EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_OK, EXIT_STAGE_FAILED, DailyConfig, main, run_lock
+from i2i.app.daily import EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_OK, EXIT_STAGE_FAILED, DailyConfig, DailyRun, main, run_lock
 from i2i.app.data.fashion_notes import FashionConfig, generate
+from i2i.core.errors import InputError
 from i2i.core.io import read_table, write_events_by_day, write_table
 
 DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
@@ -32,7 +33,7 @@ def write_config(root, name="daily.toml", index_dir="index", extra=""):
     path.write_text(
         'events = "data/events"\nnotes = "data/notes"\nruns = "runs"\ncheckpoint = "model"\n'
         f'table = "parquet:tables/embeddings"\nindex_dir = "{index_dir}"\ndeletes = "data/deletes/dt={{date}}"\n'
-        'embed_args = ["--no-progress"]\n' + extra
+        + extra + '[embed]\nprogress = false\n'
     )
     return path
 
@@ -95,3 +96,27 @@ def test_bad_config_and_missing_partition_are_input_errors(tmp_path, site):
                              str(config)], capture_output=True, text=True, timeout=120)
     assert result.returncode == EXIT_BAD_INPUT
     assert "no events partition for 2030-01-01" in result.stderr
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[cooccur]\ntop_tt = 3\n", "unknown config key(s) top_tt in cooccur"),
+    ("[index.build]\nfactroy = 'Flat'\n", "unknown config key(s) factroy in index.build"),
+    ("[train]\nsteps = 'many'\n", "train.steps"),
+    ("[pairs]\nout = 'elsewhere'\n", "[pairs]: out is set by the daily run"),
+])
+def test_a_stage_table_maps_to_its_typed_config_and_unknown_keys_are_named(tmp_path, table, message):
+    config = write_config(tmp_path, extra="").read_text() + table
+    (tmp_path / "stage.toml").write_text(config)
+    with pytest.raises(InputError) as raised:
+        DailyConfig.load(tmp_path / "stage.toml")
+    assert message in str(raised.value) and "stage.toml" in str(raised.value)
+
+
+def test_the_stage_tables_reach_the_typed_stage_configs(tmp_path):
+    (tmp_path / "typed.toml").write_text(write_config(tmp_path).read_text()
+                                         + "[cooccur]\ntop_t = 7\n[index]\nkeep = 2\n[index.build]\nnlist = 9\n")
+    run = DailyRun(DailyConfig.load(tmp_path / "typed.toml"), DAY1)
+    assert run.cooccur_job(partition=tmp_path).config.top_t == 7
+    job = run.index_job()
+    assert (job.operation, job.keep, job.build.nlist) == ("build", 2, 9)
+    assert run.embed_job().progress is False
