@@ -122,7 +122,7 @@ class Method:
     missing_embeddings: int = 0
 
 
-def checkpoint_method(args, pool: list[dict]) -> Method:
+def checkpoint_method(args: EvalJob, pool: list[dict]) -> Method:
     try:
         from embedding.checkpoint import load_encoder
     except ModuleNotFoundError as exc:
@@ -136,7 +136,7 @@ def checkpoint_method(args, pool: list[dict]) -> Method:
     return Method(name, DenseScorer(np.asarray(vectors, dtype=np.float32), args.device), pool, counter)
 
 
-def table_method(args, pool: list[dict]) -> Method:
+def table_method(args: EvalJob, pool: list[dict]) -> Method:
     from embedding.table import open_table
 
     with open_table(args.table) as table:
@@ -159,7 +159,7 @@ def table_method(args, pool: list[dict]) -> Method:
     return Method(name, DenseScorer(lookup.vectors, args.device), kept, counter, len(pool) - len(found))
 
 
-def baseline_method(args, pool: list[dict]) -> Method:
+def baseline_method(args: EvalJob, pool: list[dict]) -> Method:
     counter = default_counter() if args.tokens == "auto" else whitespace_counter()
     return Method(args.name or args.baseline, build_scorer(args.baseline, pool, args.device, progress=True), pool, counter)
 
@@ -174,32 +174,62 @@ def write_ranks(path: Path, query_ids: list[str], target_ids: list[str], ranks: 
         pq.write_table(table, tmp)
 
 
+@dataclass
+class EvalJob:
+    """One ``i2i eval`` run, typed: the command line's options; exactly one of checkpoint, table, baseline."""
+
+    notes: str
+    pairs: str
+    checkpoint: str | None = None
+    table: str | None = None
+    baseline: str | None = None
+    model_version: str | None = None
+    split: str = "test"
+    pool: str = "all"
+    out: str | None = None
+    plot: str | None = None
+    short_tokens: int = 50
+    long_tokens: int = 165
+    ks: str = "100,1000,10000"
+    tokens: str = "auto"
+    name: str | None = None
+    device: str | None = None
+    batch_size: int | None = None
+
+
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    config = EvalConfig(ks=parse_ks(args.ks), short_tokens=args.short_tokens, long_tokens=args.long_tokens,
-                        device=args.device, progress=True)
-    if args.short_tokens <= 0 or args.long_tokens <= 0:
+    run(EvalJob(**vars(build_parser().parse_args(argv))))
+    return 0
+
+
+def run(job: EvalJob) -> EvalResult:
+    """The evaluation stage's one entry point: ranks the pool, prints and writes the result."""
+    if sum(1 for method in (job.checkpoint, job.table, job.baseline) if method) != 1:
+        raise InputError("name exactly one of --checkpoint, --table and --baseline")
+    config = EvalConfig(ks=parse_ks(job.ks), short_tokens=job.short_tokens, long_tokens=job.long_tokens,
+                        device=job.device, progress=True)
+    if job.short_tokens <= 0 or job.long_tokens <= 0:
         raise InputError("--short-tokens and --long-tokens must be positive")
     started = time.perf_counter()
-    notes = load_notes(args.notes)
-    pairs = load_pairs(args.pairs, args.split)
-    pool = notes if args.pool == "all" else restrict_pool(notes, pairs)
+    notes = load_notes(job.notes)
+    pairs = load_pairs(job.pairs, job.split)
+    pool = notes if job.pool == "all" else restrict_pool(notes, pairs)
     loaded = time.perf_counter()
 
-    if args.checkpoint:
-        method = checkpoint_method(args, pool)
-    elif args.table:
-        method = table_method(args, pool)
+    if job.checkpoint:
+        method = checkpoint_method(job, pool)
+    elif job.table:
+        method = table_method(job, pool)
     else:
-        method = baseline_method(args, pool)
+        method = baseline_method(job, pool)
     encoded = time.perf_counter()
 
     pool_ids = [note["note_id"] for note in method.pool]
     positions = resolve_pairs(pool_ids, pairs.column("query_note_id").to_pylist(), pairs.column("target_note_id").to_pylist())
     tokens = method.counter.lengths(method.pool)
-    result, ranks = evaluate(method.name, args.split, method.scorer, positions, tokens, method.counter.name, config)
+    result, ranks = evaluate(method.name, job.split, method.scorer, positions, tokens, method.counter.name, config)
     result.extra.update({
-        "pool": args.pool,
+        "pool": job.pool,
         "missing_embeddings": method.missing_embeddings,
         "seconds_load": round(loaded - started, 3),
         "seconds_encode": round(encoded - loaded, 3),
@@ -207,18 +237,18 @@ def main(argv: list[str]) -> int:
     print(result.to_markdown())
 
     outputs = []
-    if args.out:
-        out = Path(args.out)
+    if job.out:
+        out = Path(job.out)
         outputs += list(write_result(result, out))
         ranks_path = out / "ranks.parquet"
         write_ranks(ranks_path, [pool_ids[i] for i in positions.queries], [pool_ids[i] for i in positions.targets], ranks)
         outputs.append(ranks_path)
-    if args.plot:
+    if job.plot:
         masks = pair_groups(tokens[positions.queries], tokens[positions.targets], config)
         curves = {name: ranks[mask] for name, mask in masks.items()}
-        outputs.append(plot_recall_curves(curves, result.candidates, args.plot, f"{method.name} — {args.split}"))
+        outputs.append(plot_recall_curves(curves, result.candidates, job.plot, f"{method.name} — {job.split}"))
     print_summary(result, time.perf_counter() - started, outputs)
-    return 0
+    return result
 
 
 def print_summary(result: EvalResult, seconds: float, outputs: list) -> None:

@@ -59,14 +59,10 @@ class Stage:
         print(f"--- {self.label}: {status} in {seconds:.1f}s", flush=True)
 
 
-def run_subcommand(argv: list[str]) -> None:
-    """Runs one ``i2i`` subcommand in this process and stops the demo if it fails."""
-    from i2i.app.cli import resolve
-
-    print("$ i2i " + " ".join(argv), flush=True)
-    code = resolve(argv[0])(argv[1:])
-    if code:
-        raise InputError(f"stage 'i2i {argv[0]}' exited with {code}")
+def show(job) -> None:
+    """Prints the typed config a stage runs with."""
+    print(f"{type(job).__name__}: " + ", ".join(f"{k}={v}" for k, v in asdict(job).items() if v not in (None, [], {})),
+          flush=True)
 
 
 def split_next_day(notes: pa.Table, events: pa.Table, cutoff: dt.datetime, deletes: int,
@@ -115,27 +111,35 @@ class DemoRun:
         return Stage(self.stage_number, title, self.summary["stage_seconds"])
 
     def run(self) -> dict:
+        from embedding import train_cli
         from i2i.testing.serving import ServerProcess
+        from index import jobs as index_jobs
+        from pipelines import cooccur, pairs
 
         self.generate()
         with self.stage("co-occurrence (Beam)"):
-            run_subcommand(["cooccur", "--events", str(self.paths["events"]), "--out", str(self.paths["cooccur"]),
-                            "--runner=DirectRunner"])
+            job = cooccur.CooccurJob(str(self.paths["events"]), str(self.paths["cooccur"]))
+            show(job)
+            print(cooccur.format_summary(cooccur.run(job)))
         with self.stage("training pairs (Beam)"):
-            run_subcommand(["pairs", "--related", str(self.paths["cooccur"] / "related"),
-                            "--notes", str(self.paths["notes"]), "--out", str(self.paths["pairs"]),
-                            "--test-since", self.test_since.isoformat(), "--runner=DirectRunner"])
+            job = pairs.PairsJob(str(self.paths["cooccur"] / "related"), str(self.paths["notes"]),
+                                 str(self.paths["pairs"]), test_since=self.test_since.isoformat())
+            show(job)
+            print(pairs.format_summary(pairs.run(job)))
         with self.stage(f"train the representation model (NoteLLM-2, {self.config.backbone} backbones)"):
-            run_subcommand(["train", "--notes", str(self.paths["notes"]), "--pairs", str(self.paths["pairs"]),
-                            "--out", str(self.paths["model"]), "--variant", "notellm2",
-                            "--backbone", self.config.backbone, "--steps", str(self.config.train_steps),
-                            "--batch-size", str(self.config.batch_size),
-                            "--llm-layers", str(self.config.llm_layers)])
+            job = train_cli.TrainJob(str(self.paths["notes"]), str(self.paths["pairs"]), str(self.paths["model"]),
+                                     variant="notellm2", backbone=self.config.backbone, steps=self.config.train_steps,
+                                     batch_size=self.config.batch_size, llm_layers=self.config.llm_layers)
+            show(job)
+            result = train_cli.run(job)
+            print(f"trained {result.steps} steps in {result.seconds:.1f}s, loss {result.final_train_loss:.4f}; "
+                  f"checkpoint {result.out_dir} model_version {result.model_version}")
         with self.stage("embed notes into the embedding table"):
-            run_subcommand(["embed", "--notes", str(self.paths["notes"]), "--checkpoint", str(self.paths["model"]),
-                            "--table", self.table_url])
+            self.embed()
         with self.stage("build the FAISS IVF index"):
-            run_subcommand(["index", "build", "--index-dir", str(self.paths["index"]), "--table", self.table_url])
+            job = index_jobs.IndexJob("build", str(self.paths["index"]), self.table_url)
+            show(job)
+            print("\n".join(index_jobs.run(job).lines()))
         with self.stage("start the recall server"):
             server = ServerProcess(self.paths["index"], self.table_url).start()
             print(f"serving on {server.address} (index {server.index_version()})")
@@ -143,12 +147,24 @@ class DemoRun:
             with self.stage("recall for a few users"):
                 self.recall_for_users(server)
             with self.stage("evaluate on the test pairs"):
-                run_subcommand(["eval", "--notes", str(self.paths["notes"]), "--pairs", str(self.paths["pairs"]),
-                                "--table", self.table_url, "--split", "test", "--out", str(self.config.out / "eval")])
+                from embedding import eval_cli
+
+                job = eval_cli.EvalJob(str(self.paths["notes"]), str(self.paths["pairs"]), table=self.table_url,
+                                       split="test", out=str(self.config.out / "eval"))
+                show(job)
+                eval_cli.run(job)
             self.next_day(server)
         finally:
             server.stop()
         return self.summary
+
+    def embed(self) -> None:
+        from embedding import embed_cli
+        from embedding.embed_job import EmbedJobConfig
+
+        job = EmbedJobConfig(str(self.paths["notes"]), str(self.paths["model"]), self.table_url)
+        show(job)
+        print("\n".join(f"i2i embed: {line}" for line in embed_cli.run(job).lines()))
 
     def generate(self) -> None:
         from i2i.app.data import fashion_notes
@@ -204,13 +220,16 @@ class DemoRun:
             write_table(pa.concat_tables([notes, new_notes.cast(notes.schema)]), self.paths["notes"])
             print(f"{new_notes.num_rows} new notes, {len(deleted)} deleted: {', '.join(deleted)}")
         with self.stage("embed the new notes (incremental)"):
-            run_subcommand(["embed", "--notes", str(self.paths["notes"]), "--checkpoint", str(self.paths["model"]),
-                            "--table", self.table_url])
+            self.embed()
         with self.stage("update the index (adds and deletes, no retraining) while the server serves"):
+            from index import jobs as index_jobs
+
             with server.background_traffic(self.day_one_events) as traffic:
                 before = server.index_version()
-                run_subcommand(["index", "update", "--index-dir", str(self.paths["index"]), "--table", self.table_url,
-                                "--deletes", str(self.paths["deletes"])])
+                job = index_jobs.IndexJob("update", str(self.paths["index"]), self.table_url,
+                                          deletes=str(self.paths["deletes"]))
+                show(job)
+                print("\n".join(index_jobs.run(job).lines()))
                 probe = next(iter(user_histories(self.day_one_events, 1).values()))
                 after = server.wait_for_reload(before, probe)
             print(f"server reloaded {before} -> {after} under traffic: {traffic.ok} requests ok, "
