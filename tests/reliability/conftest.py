@@ -53,10 +53,12 @@ class World:
             "events": str(self.events), "notes": str(self.notes), "checkpoint": str(self.checkpoint),
             "runs": str(run_root / "runs"), "table": f"parquet:{run_root / 'table'}",
             "index_dir": str(run_root / "index"),
-            "embed_args": [*EMBED_ARGS, "--dead-letter", str(run_root / "embed_dead_letter")],
             "beam_args": ["--runner=DirectRunner"],
         }
+        embed = {"chunk_size": 4, "batch_size": 2, "progress": False, "device": "cpu",  # as EMBED_ARGS
+                 "dead_letter": str(run_root / "embed_dead_letter")}
         lines = [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+        lines += ["[embed]", *(f"{key} = {json.dumps(value)}" for key, value in embed.items())]
         path = run_root / "daily.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
