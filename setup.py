@@ -25,7 +25,7 @@ def _runtime_requirements() -> list[str]:
     flavour = os.environ.get("I2I_FAISS", "cpu") or "cpu"
     if flavour not in REQUIREMENTS:
         raise SystemExit(f"I2I_FAISS must be one of {sorted(REQUIREMENTS)}, got {flavour!r}")
-    return [r for r in _requirements(REQUIREMENTS[flavour]) if not r.startswith(("pytest", "hypothesis"))]
+    return [r for r in _requirements(REQUIREMENTS[flavour]) if not r.startswith(("pytest", "hypothesis", "import-linter", "ruff"))]
 
 
 class BuildPyWithProto(build_py):
@@ -53,8 +53,8 @@ setup(
     install_requires=_runtime_requirements(),
     extras_require={
         "models": _requirements("requirements-models.txt"),
-        "test": ["pytest==9.2.0", "hypothesis==6.170.15"],
+        "test": ["pytest==9.2.0", "hypothesis==6.170.15", "import-linter==2.17", "ruff==0.17.6"],
     },
-    entry_points={"console_scripts": ["i2i=i2i.cli:main"]},
+    entry_points={"console_scripts": ["i2i=i2i.app.cli:main"]},
     cmdclass={"build_py": BuildPyWithProto},
 )

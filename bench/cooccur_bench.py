@@ -99,14 +99,14 @@ def duckdb_scores(events: str, out: str, window_ms: int, cap: int) -> None:
     import duckdb
 
     con = duckdb.connect()
-    from i2i.data.calibration import COOCCUR_SQL
+    from i2i.app.data.calibration import COOCCUR_SQL
 
     sql = COOCCUR_SQL.format(events=f"read_parquet('{events}/**/*.parquet')", cap=cap, window_ms=window_ms)
     con.execute(f"COPY ({sql}) TO '{out}' (FORMAT parquet)")
 
 
 def compare(beam_dir: Path, duck_file: Path) -> str:
-    from i2i.io import read_table
+    from i2i.core.io import read_table
 
     beam = read_table(beam_dir / "scores").sort_by([("src_note_id", "ascending"), ("dst_note_id", "ascending")])
     duck = pq.read_table(duck_file).sort_by([("src_note_id", "ascending"), ("dst_note_id", "ascending")])

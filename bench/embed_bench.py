@@ -28,7 +28,7 @@ import numpy as np
 
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen, str]:
-    from i2i.serving import free_port
+    from i2i.testing.serving import free_port
 
     binary = shutil.which("redis-server")
     if binary is None:
@@ -52,7 +52,7 @@ def _setup(args, workdir: Path):
     """The encoder, the notes (also written as a notes table) and the checkpoint directory."""
     from embedding.checkpoint import load_encoder
     from embedding.testing import make_notes, make_tiny_checkpoint, notes_table
-    from i2i.io import write_table
+    from i2i.core.io import write_table
 
     checkpoint = args.checkpoint or make_tiny_checkpoint(str(workdir / "checkpoint"))
     encoder = load_encoder(checkpoint, device=args.device)

@@ -58,7 +58,7 @@ class JobLoop:
 
 
 def i2i(argv: list[str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "i2i.cli", *argv], stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-m", "i2i.app.cli", *argv], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, env=ENV, cwd=ROOT)
 
 
@@ -74,8 +74,8 @@ def timed_run(argv: list[str]) -> float:
 def write_events(cfg: LoopConfig, directory: Path) -> None:
     import pyarrow as pa
 
-    from i2i.io import write_table
-    from i2i.schemas import EVENTS
+    from i2i.core.io import write_table
+    from i2i.core.schemas import EVENTS
 
     rng = np.random.default_rng(cfg.seed)
     start = dt.datetime(2025, 1, 1, tzinfo=dt.timezone.utc)
@@ -98,7 +98,7 @@ def unit_rows(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
 
 # --------------------------------------------------------------------------- jobs
 def sorted_rows(path: Path) -> list:
-    from i2i.io import read_table
+    from i2i.core.io import read_table
 
     table = read_table(path)
     return table.sort_by([(name, "ascending") for name in table.column_names]).to_pylist()

@@ -181,7 +181,7 @@ def start_server(cfg: BenchConfig, index_dir: Path, table_url: str, mode: str
                 "--workers", str(max(8, cfg.concurrency)), "--table-timeout", "5"]
     else:
         raise SystemExit(f"unknown mode {mode!r}: expected serve, baseline or per_note")
-    process = subprocess.Popen([sys.executable, "-m", "i2i.cli", "serve", *args], stdout=subprocess.PIPE,
+    process = subprocess.Popen([sys.executable, "-m", "i2i.app.cli", "serve", *args], stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True, cwd=cwd, env=env)
     line = process.stdout.readline()
     match = re.search(r"listening on (\S+:\d+)", line)

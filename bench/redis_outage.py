@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from embedding.table import open_table  # noqa: E402
-from i2i.serving import ServerProcess, free_port  # noqa: E402
+from i2i.testing.serving import ServerProcess, free_port  # noqa: E402
 from index import jobs  # noqa: E402
 from index.builder import BuildConfig  # noqa: E402
 

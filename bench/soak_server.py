@@ -266,7 +266,7 @@ def parse_args(argv: list[str] | None) -> tuple[SoakConfig, Path | None]:
 
 def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from i2i.serving import ServerProcess
+    from i2i.testing.serving import ServerProcess
 
     cfg, json_path = parse_args(argv)
     index_dir, table_url = prepare(cfg)

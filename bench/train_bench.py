@@ -24,11 +24,12 @@ import torch  # noqa: E402
 
 from embedding.backbones import load_tokenizer  # noqa: E402
 from embedding.config import load_json, merge, preset, run_config_from_dict  # noqa: E402
-from embedding.encoder import autocast_for, pick_device  # noqa: E402
+from embedding.encoder import autocast_for  # noqa: E402
 from embedding.inputs import NoteProcessor  # noqa: E402
 from embedding.mlrm import MLRM  # noqa: E402
 from embedding.testing import make_notes  # noqa: E402
 from embedding.train import batch_loss, make_optimizer  # noqa: E402
+from i2i.core.device import pick_device  # noqa: E402
 
 
 def measure(run, variant: str, device: torch.device, steps: int, warmup: int) -> dict:

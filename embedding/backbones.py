@@ -18,7 +18,7 @@ from torch import nn
 
 from embedding.config import LLMConfig, VisionConfig
 from embedding.prompts import SPECIAL_TOKENS
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -22,12 +22,12 @@ import pyarrow as pa
 from apache_beam.metrics import Metrics
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult, RunInference
-from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from embedding.embed_job import ChunkEmbedder, EmbedJobConfig, EmbedJobSummary, dead_letter_row, open_notes
 from embedding.table import open_table
-from i2i.io import write_table
-from i2i.schemas import DEAD_LETTER
+from i2i.core.beam import beam_options
+from i2i.core.io import write_table
+from i2i.core.schemas import DEAD_LETTER
 
 NAMESPACE = "i2i_embed"
 DEAD = "dead"
@@ -83,7 +83,6 @@ class ValidateNotes(beam.DoFn):
         self.source = source
         self.read = Metrics.counter(NAMESPACE, "notes_read")
         self.present = Metrics.counter(NAMESPACE, "already_embedded")
-        self.missing_images = Metrics.counter(NAMESPACE, "images_missing")
 
     def process(self, note: dict):
         self.read.inc()
@@ -200,9 +199,7 @@ def run_beam_embed(config: EmbedJobConfig, beam_args: list[str] | None = None) -
     with open_table(config.table) as table:
         done = frozenset() if config.all_notes else frozenset(table.has_ids(model_version))
         url = table.url
-    options = PipelineOptions(beam_args or [])
-    if not options.view_as(StandardOptions).runner:
-        options.view_as(StandardOptions).runner = "DirectRunner"
+    options = beam_options(beam_args)
     dead_letter_path = str(config.dead_letter_path())
     pipeline = beam.Pipeline(options=options)
     build_pipeline(pipeline, config, model_version, done, dead_letter_path)

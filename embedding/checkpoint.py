@@ -25,15 +25,15 @@ from typing import Any
 
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_model as load_safetensors_into
-from safetensors.torch import save_model
+from safetensors.torch import load_model as load_safetensors_into, save_model
 
 from embedding.backbones import load_tokenizer
 from embedding.config import ModelConfig, model_config_from_dict, to_dict
-from embedding.encoder import NoteEncoder, pick_device
+from embedding.encoder import NoteEncoder
 from embedding.mlrm import MLRM
-from i2i.errors import InputError
-from i2i.io import atomic_dir
+from i2i.core.device import pick_device
+from i2i.core.errors import InputError
+from i2i.core.io import atomic_dir
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

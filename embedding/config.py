@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from i2i.errors import InputError
+from i2i.core.config import from_dict
+from i2i.core.errors import InputError
 
 VARIANTS = ("basic", "micl", "late_fusion", "notellm2", "only_late_fusion", "text_only")
 VISION_KINDS = ("tiny_cnn", "efficientnet_lite0", "hf")
@@ -157,27 +158,6 @@ def to_dict(config: Any) -> dict:
     return dataclasses.asdict(config)
 
 
-def _from_dict(cls: type, data: dict, where: str) -> Any:
-    if not isinstance(data, dict):
-        raise InputError(f"config section {where or 'root'} must be a JSON object")
-    known = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        raise InputError(f"unknown config key(s) {', '.join(unknown)} in {where or 'root'} ({cls.__name__})")
-    values = {}
-    hints = {f.name: f.type for f in dataclasses.fields(cls)}
-    nested = {"vision": VisionConfig, "llm": LLMConfig, "connector": ConnectorConfig, "prompt": PromptConfig,
-              "model": ModelConfig, "train": TrainConfig}
-    for name, value in data.items():
-        if name in nested and isinstance(hints[name], str) and hints[name].startswith(nested[name].__name__):
-            values[name] = _from_dict(nested[name], value, f"{where}.{name}".lstrip("."))
-        elif name == "betas":
-            values[name] = tuple(value)
-        else:
-            values[name] = value
-    return cls(**values)
-
-
 def merge(base: dict, override: dict) -> dict:
     """Deep-merges ``override`` into a copy of ``base`` (config files override only what they name)."""
     out = dict(base)
@@ -187,11 +167,11 @@ def merge(base: dict, override: dict) -> dict:
 
 
 def model_config_from_dict(data: dict) -> ModelConfig:
-    return _from_dict(ModelConfig, data, "model").validate()
+    return from_dict(ModelConfig, data, "model").validate()
 
 
 def run_config_from_dict(data: dict) -> RunConfig:
-    run = _from_dict(RunConfig, data, "")
+    run = from_dict(RunConfig, data)
     run.model.validate()
     return run
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 def parser() -> argparse.ArgumentParser:
@@ -71,14 +71,13 @@ def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     import torch
 
+    from embedding.batching import select_pairs
     from embedding.checkpoint import load_model
     from embedding.encoder import NoteEncoder
-    from embedding.evaluation import write_text_atomic
     from embedding.inputs import NoteProcessor
     from embedding.neglect import NeglectResult, measure_flow, query_recalls, sample_batches
     from embedding.train import load_notes
-    from i2i.io import read_table
-    from embedding.batching import select_pairs
+    from i2i.core.io import atomic_write_text, read_table
 
     try:
         ks = tuple(int(k) for k in args.ks.split(","))
@@ -109,7 +108,7 @@ def main(argv: list[str]) -> int:
               f"S_v {saliency[:, 0].mean():.3f}; image-alone R@{ks[-1]} {recall['image alone'][f'R@{ks[-1]}']:.3f}"
               f" (whole note {recall['whole note'][f'R@{ks[-1]}']:.3f})")
     out = Path(args.out)
-    write_text_atomic(out / "neglect.json", json.dumps({"split": args.split, "checkpoints": results}, indent=2) + "\n")
-    write_text_atomic(out / "neglect.md", to_markdown(results, args.split))
+    atomic_write_text(out / "neglect.json", json.dumps({"split": args.split, "checkpoints": results}, indent=2) + "\n")
+    atomic_write_text(out / "neglect.md", to_markdown(results, args.split))
     print(f"wrote {out / 'neglect.md'} and {out / 'neglect.json'}")
     return 0

@@ -22,12 +22,12 @@ import torch
 import torch.nn.functional as F
 
 from embedding.batching import Pair, one_epoch
-from embedding.losses import contrastive_loss, micl_loss
 from embedding.inputs import NoteProcessor
+from embedding.losses import contrastive_loss, micl_loss
 from embedding.mlrm import MLRM
 
 ATTRIBUTES_DIR = "_attributes"
-# fashion-notes v2 (with products): equal weights give the nested levels of i2i/data/oracle.py
+# fashion-notes v2 (with products): equal weights give the nested levels of embedding/baselines/oracle.py
 # (same product 4 > same family 3 > same category and colour 2 > same category 1)
 PRODUCT_ORACLE_WEIGHTS = {"product_id": 1.0, "category": 1.0, "colour": 1.0, "style": 1.0}
 # fashion-notes v1: sessions favoured notes matching their theme by these log-weights
@@ -38,7 +38,7 @@ TAU_GRID = tuple(np.round(np.arange(0.0, 6.01, 0.25), 2))
 
 def load_attributes(notes_path: str) -> dict[str, dict] | None:
     """Latent attributes per note from ``_attributes/`` beside the notes table, or None when absent."""
-    from i2i.io import read_table
+    from i2i.core.io import read_table
 
     folder = Path(notes_path).parent / ATTRIBUTES_DIR
     if not folder.exists():
@@ -69,7 +69,7 @@ class Embedded:
 def embed_ids(model: MLRM, processor: NoteProcessor, notes: dict[str, dict], ids: list[str],
               device: torch.device, cache=None, chunk: int = 32) -> Embedded:
     """Embeds the notes in eval mode (vision features from ``cache`` when given)."""
-    from embedding.train import prepare_notes
+    from embedding.features import prepare_notes
 
     was_training = model.training
     model.eval()

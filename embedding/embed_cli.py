@@ -3,25 +3,9 @@ from __future__ import annotations
 
 import argparse
 
-from embedding.embed_job import EmbedJobConfig, run_embed_job
-from i2i.errors import InputError
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """Raises InputError instead of exiting, so the ``i2i`` CLI prints one line and exits 2."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(message)
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+from embedding.embed_job import EmbedJobConfig, EmbedJobSummary, run_embed_job
+from i2i.core.cmdline import ArgumentParser, positive_int
+from i2i.core.errors import InputError
 
 
 def build_parser() -> ArgumentParser:
@@ -54,6 +38,15 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def run(config: EmbedJobConfig, beam_args: list[str] | None = None) -> EmbedJobSummary:
+    """The embedding stage's one entry point: the local job, or the Beam pipeline when ``beam_args`` is a list."""
+    if beam_args is None:
+        return run_embed_job(config)
+    from embedding.beam_embed import run_beam_embed
+
+    return run_beam_embed(config, beam_args)
+
+
 def main(argv: list[str]) -> int:
     parser = build_parser()
     args, beam_args = parser.parse_known_args(argv)
@@ -69,11 +62,6 @@ def main(argv: list[str]) -> int:
         batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
         dead_letter=args.dead_letter, progress=not args.no_progress, compact=args.compact,
     )
-    if args.beam:
-        from embedding.beam_embed import run_beam_embed
-
-        summary = run_beam_embed(config, beam_args)
-    else:
-        summary = run_embed_job(config)
+    summary = run(config, beam_args if args.beam else None)
     print("\n".join(f"i2i embed: {line}" for line in summary.lines()))
     return 0

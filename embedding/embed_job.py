@@ -26,9 +26,9 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 
 from embedding.table import EmbeddingTable, open_table
-from i2i.errors import InputError
-from i2i.io import write_table
-from i2i.schemas import DEAD_LETTER, NOTES, validate
+from i2i.core.errors import InputError
+from i2i.core.io import write_table
+from i2i.core.schemas import DEAD_LETTER, NOTES, validate
 
 log = logging.getLogger(__name__)
 
@@ -175,9 +175,6 @@ class ChunkEmbedder:
         matrix = np.concatenate(rows).astype(np.float32) if rows else np.zeros((0, self.encoder.dim), np.float32)
         return ids, matrix, failed
 
-    def close(self) -> None:
-        """Nothing to release: preparation threads live only while a chunk is embedded."""
-
 
 def pending_chunks(dataset: ds.Dataset, done: set[str], chunk_size: int, summary: EmbedJobSummary,
                    dead: list[dict[str, str]], source: str) -> Iterator[list[dict[str, Any]]]:
@@ -244,7 +241,6 @@ def run_embed_job(config: EmbedJobConfig, encoder=None, table: EmbeddingTable | 
                     summary.embedded += len(ids)
                     summary.chunks_written += 1
         finally:
-            embedder.close()
             if progress is not None:
                 progress.close()
         if getattr(encoder.config, "uses_image", True):

@@ -14,13 +14,6 @@ from embedding.inputs import NoteProcessor, PreparedBatch
 from embedding.mlrm import MLRM
 
 
-def pick_device(device: str | None = None) -> torch.device:
-    """CUDA when present, else CPU, unless a device is named."""
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
 def autocast_for(device: torch.device, bf16: bool = True):
     if device.type == "cuda" and bf16:
         return torch.autocast("cuda", dtype=torch.bfloat16)

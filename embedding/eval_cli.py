@@ -9,12 +9,9 @@ itself and the target note's rank counts; every recall comes with a 95% bootstra
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import os
 import time
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,17 +34,18 @@ from embedding.evaluation import (
     resolve_pairs,
     write_result,
 )
-from i2i.errors import InputError
-from i2i.io import read_table
-from i2i.schemas import SPLITS, validate
+from i2i.core.cmdline import ArgumentParser
+from i2i.core.errors import InputError
+from i2i.core.io import atomic_file, read_table
+from i2i.core.schemas import SPLITS, validate
 
 log = logging.getLogger(__name__)
 
 NOTE_COLUMNS = ("note_id", "title", "topics", "content", "image", "published_at")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="i2i eval",
         description="Rank the whole note pool for each query note of a split (exact search) and report "
         "Recall@k on all, short-query, short-target, long-query and long-target pairs.",
@@ -127,7 +125,7 @@ def load_pairs(path: str, split: str) -> pa.Table:
 
 def published_since(notes: list[dict], since: str) -> list[dict]:
     """Notes published at or after ``since`` (the paper's test pool)."""
-    from i2i.records import parse_timestamp_ms
+    from i2i.core.records import parse_timestamp_ms
 
     try:
         since_ms = parse_timestamp_ms(int(since) if since.lstrip("-").isdigit() else since)
@@ -158,7 +156,7 @@ class Method:
     missing_embeddings: int = 0
 
 
-def checkpoint_method(args, pool: list[dict]) -> Method:
+def checkpoint_method(args: EvalJob, pool: list[dict]) -> Method:
     try:
         from embedding.checkpoint import load_encoder
     except ModuleNotFoundError as exc:
@@ -172,7 +170,7 @@ def checkpoint_method(args, pool: list[dict]) -> Method:
     return Method(name, DenseScorer(np.asarray(vectors, dtype=np.float32), args.device), pool, counter)
 
 
-def table_method(args, pool: list[dict]) -> Method:
+def table_method(args: EvalJob, pool: list[dict]) -> Method:
     from embedding.table import open_table
 
     with open_table(args.table) as table:
@@ -195,7 +193,7 @@ def table_method(args, pool: list[dict]) -> Method:
     return Method(name, DenseScorer(lookup.vectors, args.device), kept, counter, len(pool) - len(found))
 
 
-def load_attributes(args) -> pa.Table | None:
+def load_attributes(args: EvalJob) -> pa.Table | None:
     if args.baseline != "oracle":
         return None
     path = Path(args.attributes) if args.attributes else Path(args.notes).parent / "_attributes"
@@ -204,7 +202,7 @@ def load_attributes(args) -> pa.Table | None:
     return read_table(path)
 
 
-def baseline_method(args, pool: list[dict]) -> Method:
+def baseline_method(args: EvalJob, pool: list[dict]) -> Method:
     counter = default_counter() if args.tokens == "auto" else whitespace_counter()
     scorer = build_scorer(args.baseline, pool, args.device, progress=True, seed=args.seed,
                           attributes=load_attributes(args))
@@ -221,54 +219,85 @@ def write_ranks(path: Path, query_ids: list[str], target_ids: list[str], ranks: 
         "query_tokens": pa.array(query_tokens, pa.int64()),
         "target_tokens": pa.array(target_tokens, pa.int64()),
     })
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+@dataclass
+class EvalJob:
+    """One ``i2i eval`` run, typed: the command line's options; exactly one of checkpoint, table, baseline."""
+
+    notes: str
+    pairs: str
+    checkpoint: str | None = None
+    table: str | None = None
+    baseline: str | None = None
+    model_version: str | None = None
+    split: str = "test"
+    pool: str = "all"
+    out: str | None = None
+    plot: str | None = None
+    short_tokens: int = 50
+    long_tokens: int = 165
+    ks: str = "100,1000,10000"
+    tokens: str = "auto"
+    name: str | None = None
+    device: str | None = None
+    batch_size: int | None = None
+    attributes: str | None = None
+    pool_since: str | None = None
+    json: str | None = None
+    bootstrap: int = 1000
+    seed: int = 0
+    compare_to: str | None = None
 
 
 def main(argv: list[str]) -> int:
-    if argv[:1] == ["replay"]:
-        from i2i.replay.cli import main as replay_main
+    run(EvalJob(**vars(build_parser().parse_args(argv))))
+    return 0
 
-        return replay_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    config = EvalConfig(ks=parse_ks(args.ks), short_tokens=args.short_tokens, long_tokens=args.long_tokens,
-                        device=args.device, progress=True, bootstrap=args.bootstrap, seed=args.seed)
-    if args.short_tokens <= 0 or args.long_tokens <= 0:
+
+def run(job: EvalJob) -> EvalResult:
+    """The evaluation stage's one entry point: ranks the pool, prints and writes the result."""
+    if sum(1 for method in (job.checkpoint, job.table, job.baseline) if method) != 1:
+        raise InputError("name exactly one of --checkpoint, --table and --baseline")
+    config = EvalConfig(ks=parse_ks(job.ks), short_tokens=job.short_tokens, long_tokens=job.long_tokens,
+                        device=job.device, progress=True, bootstrap=job.bootstrap, seed=job.seed)
+    if job.short_tokens <= 0 or job.long_tokens <= 0:
         raise InputError("--short-tokens and --long-tokens must be positive")
-    if args.bootstrap < 0:
-        raise InputError(f"--bootstrap must not be negative, got {args.bootstrap}")
-    if args.pool_since and args.pool != "all":
+    if job.bootstrap < 0:
+        raise InputError(f"--bootstrap must not be negative, got {job.bootstrap}")
+    if job.pool_since and job.pool != "all":
         raise InputError("--pool-since and --pool split choose the pool in two ways: give one")
     started = time.perf_counter()
-    notes = load_notes(args.notes)
-    pairs = load_pairs(args.pairs, args.split)
-    if args.pool_since:
-        pool = published_since(notes, args.pool_since)
+    notes = load_notes(job.notes)
+    pairs = load_pairs(job.pairs, job.split)
+    if job.pool_since:
+        pool = published_since(notes, job.pool_since)
     else:
-        pool = notes if args.pool == "all" else restrict_pool(notes, pairs)
+        pool = notes if job.pool == "all" else restrict_pool(notes, pairs)
     loaded = time.perf_counter()
 
-    if args.checkpoint:
-        method = checkpoint_method(args, pool)
-    elif args.table:
-        method = table_method(args, pool)
+    if job.checkpoint:
+        method = checkpoint_method(job, pool)
+    elif job.table:
+        method = table_method(job, pool)
     else:
-        method = baseline_method(args, pool)
+        method = baseline_method(job, pool)
     encoded = time.perf_counter()
 
     pool_ids = [note["note_id"] for note in method.pool]
     positions = resolve_pairs(pool_ids, pairs.column("query_note_id").to_pylist(), pairs.column("target_note_id").to_pylist())
     tokens = method.counter.lengths(method.pool)
-    result, ranks = evaluate(method.name, args.split, method.scorer, positions, tokens, method.counter.name, config)
+    result, ranks = evaluate(method.name, job.split, method.scorer, positions, tokens, method.counter.name, config)
     masks = pair_groups(tokens[positions.queries], tokens[positions.targets], config)
     query_ids = [pool_ids[i] for i in positions.queries]
     target_ids = [pool_ids[i] for i in positions.targets]
-    if args.compare_to:
-        result.extra["paired_difference"] = compare_to(Path(args.compare_to), query_ids, target_ids, ranks, masks,
+    if job.compare_to:
+        result.extra["paired_difference"] = compare_to(Path(job.compare_to), query_ids, target_ids, ranks, masks,
                                                        result, config)
     result.extra.update({
-        "pool": f"published since {args.pool_since}" if args.pool_since else args.pool,
+        "pool": f"published since {job.pool_since}" if job.pool_since else job.pool,
         "missing_embeddings": method.missing_embeddings,
         "seconds_load": round(loaded - started, 3),
         "seconds_encode": round(encoded - loaded, 3),
@@ -278,21 +307,21 @@ def main(argv: list[str]) -> int:
         print(format_differences(result.extra["paired_difference"]))
 
     outputs = []
-    if args.json:
-        from embedding.evaluation import write_text_atomic
+    if job.json:
+        from i2i.core.io import atomic_write_text
 
-        outputs.append(write_text_atomic(args.json, json.dumps(result.to_json(), indent=2) + "\n"))
-    if args.out:
-        out = Path(args.out)
+        outputs.append(atomic_write_text(job.json, json.dumps(result.to_json(), indent=2) + "\n"))
+    if job.out:
+        out = Path(job.out)
         outputs += list(write_result(result, out))
         ranks_path = out / "ranks.parquet"
         write_ranks(ranks_path, query_ids, target_ids, ranks, tokens[positions.queries], tokens[positions.targets])
         outputs.append(ranks_path)
-    if args.plot:
+    if job.plot:
         curves = {name: ranks[mask] for name, mask in masks.items()}
-        outputs.append(plot_recall_curves(curves, result.candidates, args.plot, f"{method.name} — {args.split}"))
+        outputs.append(plot_recall_curves(curves, result.candidates, job.plot, f"{method.name} — {job.split}"))
     print_summary(result, time.perf_counter() - started, outputs)
-    return 0
+    return result
 
 
 def compare_to(other_dir: Path, query_ids: list[str], target_ids: list[str], ranks: np.ndarray,

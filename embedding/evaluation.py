@@ -12,7 +12,6 @@ import json
 import math
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol, Sequence
@@ -22,7 +21,9 @@ import torch
 from tqdm import tqdm
 
 from embedding.bootstrap import hits, interval
-from i2i.errors import InputError
+from i2i.core.device import pick_device
+from i2i.core.errors import InputError
+from i2i.core.io import atomic_file, atomic_write_text
 
 DEFAULT_KS = (100, 1000, 10000)
 GROUPS = ("all", "short_query", "short_target", "long_query", "long_target")
@@ -47,12 +48,6 @@ class EvalConfig:
     progress: bool = False
     bootstrap: int = 1000  # resamples of pairs for the 95% intervals (0: no intervals)
     seed: int = 0  # of the bootstrap resampling
-
-
-def pick_device(device: str | None = None) -> torch.device:
-    if device:
-        return torch.device(device)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def format_k(k: int) -> str:
@@ -320,27 +315,15 @@ def plot_recall_curves(curves: dict[str, np.ndarray], max_k: int, path: str | os
     axes.legend(loc="lower right")
     figure.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{uuid.uuid4().hex[:8]}{path.suffix}")
-    figure.savefig(tmp, dpi=120)
+    with atomic_file(path) as tmp:
+        figure.savefig(tmp, dpi=120)
     plt.close(figure)
-    os.replace(tmp, path)
-    return path
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Writes a file under a temporary name and renames it, so readers never see half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
     return path
 
 
 def write_result(result: EvalResult, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """``metrics.json`` and ``metrics.md`` in out_dir."""
     out_dir = Path(out_dir)
-    json_path = write_text_atomic(out_dir / "metrics.json", json.dumps(result.to_json(), indent=2) + "\n")
-    md_path = write_text_atomic(out_dir / "metrics.md", result.to_markdown())
+    json_path = atomic_write_text(out_dir / "metrics.json", json.dumps(result.to_json(), indent=2) + "\n")
+    md_path = atomic_write_text(out_dir / "metrics.md", result.to_markdown())
     return json_path, md_path

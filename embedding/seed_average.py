@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from embedding.bootstrap import hits, interval, paired_difference
 from embedding.evaluation import EvalConfig, pair_groups, recall_key
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 def load_runs(dirs: Sequence[Path]) -> tuple[list[tuple[str, str]], np.ndarray, np.ndarray, np.ndarray, dict]:

@@ -16,7 +16,7 @@ import torch
 from embedding.backbones import load_tokenizer
 from embedding.config import model_config_from_dict, preset
 from embedding.mlrm import MLRM
-from i2i.schemas import NOTES, PAIRS
+from i2i.core.schemas import NOTES, PAIRS
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 40),
            "purple": (140, 50, 170), "orange": (240, 140, 30), "grey": (128, 128, 128), "black": (20, 20, 20)}
@@ -115,7 +115,7 @@ def write_dataset(directory: str | Path, count: int = 32, groups: int = 8, seed:
                   attributes: bool = False) -> tuple[Path, Path]:
     """Writes notes/ and pairs/ Parquet tables under ``directory`` (and ``_attributes/`` when asked,
     as ``i2i data`` does); returns the notes and pairs paths."""
-    from i2i.io import write_table
+    from i2i.core.io import write_table
 
     directory = Path(directory)
     notes = make_notes(count, seed, groups)

@@ -24,14 +24,16 @@ from embedding.backbones import load_tokenizer
 from embedding.batching import Pair, PairSet, one_epoch, pair_batches, select_pairs
 from embedding.checkpoint import load_model, load_training_state, read_meta, save_checkpoint
 from embedding.config import RunConfig, TrainConfig, to_dict
-from embedding.encoder import autocast_for, pick_device
 from embedding.diagnostics import Diagnostics, plot_curves, write_log
-from embedding.inputs import NoteProcessor, PreparedBatch
+from embedding.encoder import autocast_for
+from embedding.features import FeatureCache, prepare_batch
+from embedding.inputs import NoteProcessor
 from embedding.losses import contrastive_loss, micl_loss
 from embedding.mlrm import MLRM, NoteEmbeddings
-from i2i.errors import InputError
-from i2i.io import read_table
-from i2i.schemas import DEAD_LETTER, validate
+from i2i.core.device import pick_device
+from i2i.core.errors import InputError
+from i2i.core.io import read_table
+from i2i.core.schemas import DEAD_LETTER, validate
 
 log = logging.getLogger(__name__)
 
@@ -129,40 +131,6 @@ def make_optimizer(model: MLRM, train: TrainConfig) -> torch.optim.Optimizer:
         groups.append({"name": "tau", "params": [model.tau], "lr": tau_lr, "weight_decay": 0.0})
     return torch.optim.AdamW([g for g in groups if g["params"]], betas=tuple(train.betas), eps=train.eps,
                              weight_decay=train.weight_decay)
-
-
-class FeatureCache:
-    """Frozen vision-encoder outputs per note, computed once: exact, because the encoder is frozen and
-    images are not augmented, and it removes the encoder from every training step."""
-
-    def __init__(self, model: MLRM, processor: NoteProcessor, notes: dict[str, dict], note_ids: list[str],
-                 device: torch.device, chunk: int = 32):
-        self.row = {note_id: i for i, note_id in enumerate(note_ids)}
-        features, pooled = [], []
-        with torch.no_grad():
-            for start in range(0, len(note_ids), chunk):
-                batch = processor.prepare([notes[n] for n in note_ids[start:start + chunk]])
-                f, p = model.encode_image(batch.pixels.to(device))
-                features.append(f.cpu())
-                pooled.append(p.cpu())
-        self.features, self.pooled = torch.cat(features), torch.cat(pooled)
-
-    def attach(self, batch: PreparedBatch, note_ids: list[str]) -> PreparedBatch:
-        rows = torch.tensor([self.row[n] for n in note_ids], dtype=torch.long)
-        batch.features, batch.pooled = self.features[rows], self.pooled[rows]
-        return batch
-
-
-def prepare_notes(processor: NoteProcessor, ids: list[str], notes: dict[str, dict],
-                  cache: FeatureCache | None) -> PreparedBatch:
-    if cache is None:
-        return processor.prepare([notes[n] for n in ids])
-    return cache.attach(processor.prepare([notes[n] for n in ids], images=False), ids)
-
-
-def prepare_batch(processor: NoteProcessor, batch: list[Pair], notes: dict[str, dict],
-                  cache: FeatureCache | None) -> PreparedBatch:
-    return prepare_notes(processor, [q for q, _ in batch] + [t for _, t in batch], notes, cache)
 
 
 def batch_loss(model: MLRM, out: NoteEmbeddings) -> torch.Tensor:

@@ -4,15 +4,21 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from embedding.config import VARIANTS, load_json, merge, preset, run_config_from_dict
-from i2i.errors import InputError
+from embedding.config import VARIANTS, RunConfig, load_json, merge, preset, run_config_from_dict
+from i2i.core.cmdline import ArgumentParser
+from i2i.core.errors import InputError
+
+if TYPE_CHECKING:
+    from embedding.train import TrainResult
 
 BACKBONES = {"tiny": "tiny", "offline": "cpu_offline"}
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+def parser() -> ArgumentParser:
+    p = ArgumentParser(
         prog="i2i train",
         description="Contrastive training of the NoteLLM-2 representation model on related-note pairs. "
                     "Configuration: the --backbone preset, then --config FILE (JSON, same sections as "
@@ -49,7 +55,38 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_run_config(args: argparse.Namespace):
+@dataclass
+class TrainJob:
+    """One ``i2i train`` run, typed: the command line's options (``None``: the preset's or config file's value)."""
+
+    notes: str | None = None
+    pairs: str | None = None
+    out: str | None = None
+    variant: str | None = None
+    backbone: str | None = None  # tiny or offline (default)
+    config: str | None = None  # JSON file overriding the preset
+    steps: int | None = None
+    batch_size: int | None = None
+    llm_layers: int | None = None
+    lr: float | None = None
+    head_lr: float | None = None
+    image_size: int | None = None
+    num_queries: int | None = None
+    embed_dim: int | None = None
+    alpha: float | None = None
+    seed: int | None = None
+    val_every: int | None = None
+    save_every: int | None = None
+    log_every: int | None = None
+    num_workers: int | None = None
+    gradient_checkpointing: bool | None = None
+    no_bf16: bool = False
+    device: str | None = None
+    resume: bool = False
+    quiet: bool = False
+
+
+def build_run_config(args: argparse.Namespace | TrainJob) -> RunConfig:
     data = preset(BACKBONES[args.backbone or "offline"])
     if args.config:
         data = merge(data, load_json(args.config))
@@ -93,16 +130,22 @@ def prune(tree: dict) -> dict:
     return out
 
 
-def main(argv: list[str]) -> int:
-    args = parser().parse_args(argv)
-    run = build_run_config(args)
+def run(job: TrainJob) -> "TrainResult":
+    """The training stage's one entry point: the run config from preset, file and options, then training."""
+    config = build_run_config(job)
     from embedding.train import train
 
+    return train(config, config.notes, config.pairs, config.out, device=job.device, resume=job.resume,
+                 progress=not job.quiet)
+
+
+def main(argv: list[str]) -> int:
+    job = TrainJob(**vars(parser().parse_args(argv)))
     logging.getLogger("embedding").setLevel(logging.INFO)
-    result = train(run, run.notes, run.pairs, run.out, device=args.device, resume=args.resume,
-                   progress=not args.quiet)
+    result = run(job)
+    variant = build_run_config(job).model.variant
     val = f"{result.val_loss:.4f}" if result.val_loss is not None else "n/a (no val pairs)"
-    print(f"trained {run.model.variant} for {result.steps} steps on {result.train_pairs} train pairs "
+    print(f"trained {variant} for {result.steps} steps on {result.train_pairs} train pairs "
           f"({result.val_pairs} val) in {result.seconds:.1f}s, {result.notes_per_second:.1f} notes/s")
     print(f"loss {result.final_train_loss:.4f}, val loss {val}")
     if result.dead_letters:

@@ -1,3 +1,3 @@
-"""Core of the i2i-recall system: the command line, the table contracts and the sample datasets."""
+"""The i2i-recall system's own package: the foundation (`core`), the application layer (`app`) and the test harness (`testing`)."""
 
 __version__ = "0.1.0"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import faiss
 import numpy as np
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index import gpu
 from index.calibrate import Calibration, calibrate_nprobe
 from index.ids import IdMap, vector_fingerprints

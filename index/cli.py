@@ -5,41 +5,27 @@ import argparse
 import json
 import time
 
-from i2i.errors import InputError
+from i2i.core.cmdline import ArgumentParser, positive_int
 from index import jobs
 from index.builder import BuildConfig
 from index.store import DEFAULT_KEEP
 from index.updater import RebuildPolicy
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises InputError (one line, exit 2) instead of exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(f"{self.prog}: {message}")
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
 def _gpu_flag(args: argparse.Namespace) -> bool | None:
     return {"auto": None, "on": True, "off": False}[args.gpu]
 
 
-def parser() -> argparse.ArgumentParser:
-    root = _Parser(prog="i2i index", description="FAISS IVF index of note embeddings, in versioned snapshots.")
-    sub = root.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def parser() -> ArgumentParser:
+    root = ArgumentParser(prog="i2i index", description="FAISS IVF index of note embeddings, in versioned snapshots.")
+    sub = root.add_subparsers(dest="command", required=True)
 
     def common(p: argparse.ArgumentParser, table: bool = True, keep: bool = True) -> None:
         p.add_argument("--index-dir", required=True, help="index directory (CURRENT, versions/)")
         if table:
             p.add_argument("--table", required=True, help="embedding table: parquet:DIR or redis://host:port/db")
         if keep:
-            p.add_argument("--keep", type=_positive, default=DEFAULT_KEEP,
+            p.add_argument("--keep", type=positive_int, default=DEFAULT_KEEP,
                            help=f"versions to retain after publishing (default {DEFAULT_KEEP}); "
                                 "CURRENT and versions held by running servers are always kept")
 
@@ -61,21 +47,21 @@ def parser() -> argparse.ArgumentParser:
     build.add_argument("--factory", default="Flat",
                        help="IVF encoding (Flat, SQ8, PQ16, PQ16x4fs...) or a full factory string "
                             "such as 'IVF1024,PQ16' or 'OPQ16,IVF{nlist},PQ16' (default Flat)")
-    build.add_argument("--nlist", type=_positive, help="inverted lists (default: ~4 sqrt(n), >= 39 vectors per list)")
-    build.add_argument("--train-sample", type=_positive, help="vectors to train on (default 50 per list)")
+    build.add_argument("--nlist", type=positive_int, help="inverted lists (default: ~4 sqrt(n), >= 39 vectors per list)")
+    build.add_argument("--train-sample", type=positive_int, help="vectors to train on (default 50 per list)")
     build.add_argument("--metric", choices=["ip", "l2"], default="ip",
                        help="ip: inner product on L2-normalised vectors (default); l2: squared L2")
     build.add_argument("--rerank", choices=["auto", "on", "off"], default="auto",
                        help="exact re-ranking from stored vectors (auto: on for PQ encodings)")
-    build.add_argument("--nprobe", type=_positive, default=None,
+    build.add_argument("--nprobe", type=positive_int, default=None,
                        help="default nprobe recorded for searches (default: the smallest nprobe whose merged "
                             "recall@--calibration-k over 20 random histories of --calibration-history notes "
                             "reaches --target-recall)")
     build.add_argument("--target-recall", type=float, default=BuildConfig.target_recall,
                        help=f"recall the default nprobe must reach (default {BuildConfig.target_recall})")
-    build.add_argument("--calibration-k", type=_positive, default=BuildConfig.calibration_k,
+    build.add_argument("--calibration-k", type=positive_int, default=BuildConfig.calibration_k,
                        help=f"results per request the recall is measured at (default {BuildConfig.calibration_k})")
-    build.add_argument("--calibration-history", type=_positive, default=BuildConfig.calibration_history,
+    build.add_argument("--calibration-history", type=positive_int, default=BuildConfig.calibration_history,
                        help=f"history notes per calibration request (default {BuildConfig.calibration_history}; "
                             "1 = recall of single notes)")
     build.add_argument("--seed", type=int, default=1234, help="seed of the training sample")
@@ -96,9 +82,9 @@ def parser() -> argparse.ArgumentParser:
 
     rebuild = sub.add_parser("rebuild", help="retrain from the table with CURRENT's settings and tombstones")
     common(rebuild)
-    rebuild.add_argument("--nlist", type=_positive, help="inverted lists (default: chosen for today's corpus)")
+    rebuild.add_argument("--nlist", type=positive_int, help="inverted lists (default: chosen for today's corpus)")
     rebuild.add_argument("--factory", help="change the encoding (default: CURRENT's)")
-    rebuild.add_argument("--train-sample", type=_positive, help="vectors to train on (default 50 per list)")
+    rebuild.add_argument("--train-sample", type=positive_int, help="vectors to train on (default 50 per list)")
     rebuild.add_argument("--model-version",
                          help="index this model version's embeddings (default: CURRENT's); after a retrain, the "
                               "new model's version, keeping CURRENT's settings and tombstones")
@@ -143,18 +129,20 @@ def main(argv: list[str]) -> int:
                              metric=args.metric, rerank={"auto": None, "on": True, "off": False}[args.rerank],
                              default_nprobe=args.nprobe, target_recall=args.target_recall,
                              calibration_k=args.calibration_k, calibration_history=args.calibration_history,
-                             seed=args.seed,
-                             use_gpu=_gpu_flag(args))
-        summary = jobs.build_job(args.index_dir, args.table, config, args.model_version, args.deletes, args.keep,
-                                 args.notes)
+                             seed=args.seed, use_gpu=_gpu_flag(args))
+        summary = jobs.run(jobs.IndexJob("build", args.index_dir, args.table, build=config,
+                                         model_version=args.model_version, deletes=args.deletes, keep=args.keep,
+                                         notes=args.notes))
     elif args.command == "update":
         policy = RebuildPolicy(max_imbalance=args.max_imbalance, max_growth=args.max_growth)
-        summary = jobs.update_job(args.index_dir, args.table, args.model_version, args.deletes, args.keep,
-                                  policy, _gpu_flag(args), args.notes)
+        summary = jobs.run(jobs.IndexJob("update", args.index_dir, args.table, model_version=args.model_version,
+                                         deletes=args.deletes, keep=args.keep, policy=policy,
+                                         use_gpu=_gpu_flag(args), notes=args.notes))
     elif args.command == "rebuild":
-        summary = jobs.rebuild_job(args.index_dir, args.table, args.nlist, args.factory, args.train_sample,
-                                   args.deletes, args.keep, _gpu_flag(args), args.notes,
-                                   model_version=args.model_version)
+        summary = jobs.run(jobs.IndexJob("rebuild", args.index_dir, args.table, deletes=args.deletes, keep=args.keep,
+                                         nlist=args.nlist, factory=args.factory, train_sample=args.train_sample,
+                                         use_gpu=_gpu_flag(args), notes=args.notes,
+                                         model_version=args.model_version))
     elif args.command == "info":
         report = jobs.info(args.index_dir, verify=args.verify)
         print(json.dumps(report, indent=2)) if args.json else _print_info(report)

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index.builder import BuildConfig, BuildResult, build
 from index.manifest import Manifest
 from index.source import Embeddings, read_deletes, read_publish_times, read_table
@@ -201,6 +201,38 @@ def rebuild_job(index_dir: str, table_url: str, nlist: int | None = None, factor
         embeddings, timings = _read(table_url, model_version or current.model_version, current.metric)
         return build_from_embeddings(store, embeddings, config, sorted(tombstones | set(extra_deletes)), keep,
                                      "rebuild", timings, times)
+
+
+@dataclass
+class IndexJob:
+    """One ``i2i index build|update|rebuild`` run, typed: what the command line's options say."""
+
+    operation: str  # "build", "update" or "rebuild"
+    index_dir: str
+    table: str
+    build: BuildConfig = field(default_factory=BuildConfig)  # build: how to train the fresh index
+    model_version: str | None = None  # build, update; rebuild: after a retrain, the new model's version
+    deletes: str | None = None
+    keep: int = DEFAULT_KEEP
+    policy: RebuildPolicy = field(default_factory=RebuildPolicy)  # update: when to advise a rebuild
+    nlist: int | None = None  # rebuild: None keeps CURRENT's choice for today's corpus
+    factory: str | None = None  # rebuild
+    train_sample: int | None = None  # rebuild
+    use_gpu: bool | None = None  # update, rebuild (build: build.use_gpu)
+    notes: str | None = None  # notes table whose publication times the index keeps (published_after)
+
+
+def run(job: IndexJob) -> JobSummary:
+    """The index stage's one entry point: build, update or rebuild as ``job.operation`` says."""
+    if job.operation == "build":
+        return build_job(job.index_dir, job.table, job.build, job.model_version, job.deletes, job.keep, job.notes)
+    if job.operation == "update":
+        return update_job(job.index_dir, job.table, job.model_version, job.deletes, job.keep, job.policy,
+                          job.use_gpu, job.notes)
+    if job.operation == "rebuild":
+        return rebuild_job(job.index_dir, job.table, job.nlist, job.factory, job.train_sample, job.deletes,
+                           job.keep, job.use_gpu, job.notes, job.model_version)
+    raise InputError(f"unknown index operation {job.operation!r}: expected build, update or rebuild")
 
 
 def rollback_job(index_dir: str, to: str) -> tuple[str | None, str]:

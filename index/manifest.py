@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+
+from i2i.core.config import from_dict
+from i2i.core.errors import InputError
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = 1
@@ -49,18 +52,13 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: dict) -> "Manifest":
-        known = {f.name for f in fields(cls)}
-        missing = [name for name in ("version", "model_version", "dim", "metric", "factory", "ntotal", "nlist")
-                   if name not in data]
-        if missing:
-            raise ValueError(f"manifest lacks {', '.join(missing)}")
-        return cls(**{k: v for k, v in data.items() if k in known})
+        return from_dict(cls, data, "manifest")
 
     @classmethod
     def read(cls, path: Path) -> "Manifest":
         try:
             return cls.from_dict(json.loads(Path(path).read_text()))
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError, InputError) as exc:
             raise ChecksumError(f"unreadable manifest {path}: {exc}") from exc
 
 

@@ -14,7 +14,7 @@ from typing import Callable
 import faiss
 import numpy as np
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index.manifest import Manifest
 from index.version_files import VersionContents
 
@@ -109,10 +109,6 @@ class LoadedIndex:
     @property
     def nlist(self) -> int:
         return self._nlist
-
-    def list_sizes(self) -> np.ndarray:
-        invlists = faiss.extract_index_ivf(self.index).invlists
-        return np.array([invlists.list_size(i) for i in range(invlists.nlist)], dtype=np.int64)
 
     def require_model_version(self, model_version: str) -> None:
         """Refuses to pair this index with embeddings of another model version."""

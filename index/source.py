@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 from tqdm import tqdm
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +113,7 @@ def read_deletes(path: str | Path) -> list[str]:
     if not path.exists():
         raise InputError(f"deletes file not found: {path}")
     if path.is_dir() or path.suffix == ".parquet":
-        from i2i.io import read_table as read_parquet
+        from i2i.core.io import read_table as read_parquet
 
         table = read_parquet(path)
         if "note_id" not in table.column_names:
@@ -137,7 +137,7 @@ def read_publish_times(path: str | Path) -> dict[str, int]:
     """
     import pyarrow.compute as pc
 
-    from i2i.io import read_table as read_parquet
+    from i2i.core.io import read_table as read_parquet
 
     table = read_parquet(path, columns=None)
     missing = [name for name in ("note_id", "published_at") if name not in table.column_names]

@@ -15,8 +15,6 @@ at worst it leaves a hidden staging directory, or a complete version that is not
 """
 from __future__ import annotations
 
-import errno
-import fcntl
 import json
 import logging
 import os
@@ -26,16 +24,18 @@ import socket
 import time
 import uuid
 import weakref
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-from i2i.errors import Failure, InputError, TemporaryError
+from i2i.core.errors import Failure, InputError, TemporaryError
+from i2i.core.io import atomic_write_text, fsync_path
+from i2i.core.locks import LockHeld, exclusive_lock
 from index.ids import IdMapError
 from index.manifest import MANIFEST_FILE, ChecksumError, Manifest, checksum_files, verify_files
 from index.search import LoadedIndex
-from index.version_files import VersionContents, fsync_path, read_contents, write_contents
+from index.version_files import VersionContents, read_contents, write_contents
 
 log = logging.getLogger(__name__)
 
@@ -81,17 +81,6 @@ def _remove_quietly(path: Path) -> None:
         path.unlink()
     except FileNotFoundError:
         pass
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Replaces ``path`` with ``text`` so readers see either the old or the new content, never a mix."""
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    with open(tmp, "w") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    fsync_path(path.parent)
 
 
 class IndexStore:
@@ -214,21 +203,14 @@ class IndexStore:
     @contextmanager
     def writer_lock(self) -> Iterator[None]:
         """Exclusive lock for jobs that change the directory; released by the kernel if the job dies."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.root / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
+        with ExitStack() as stack:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError as exc:
-                if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    raise
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+                stack.enter_context(exclusive_lock(self.root / LOCK_FILE, wait=False,
+                                                   note=f"pid {os.getpid()} on {socket.gethostname()}"))
+            except LockHeld as exc:
+                holder = exc.holder or "another process"
                 raise IndexLocked(f"index directory {self.root} is locked by a running index job ({holder})") from exc
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}".encode(), 0)
             yield
-        finally:
-            os.close(fd)
 
     def next_version(self) -> str:
         existing = self.versions()

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index import gpu
 from index.builder import auto_nlist, imbalance_of, prepared_vectors
 from index.ids import vector_fingerprints

@@ -7,7 +7,6 @@ and ``dead_letter.parquet`` (embeddings refused by the build, with the reason).
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,7 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from i2i.schemas import DEAD_LETTER
+from i2i.core.io import fsync_path
+from i2i.core.schemas import DEAD_LETTER
 from index.ids import IdMap
 
 INDEX_FILE = "index.faiss"
@@ -35,14 +35,6 @@ class VersionContents:
     vectors: np.ndarray | None = None  # (next_id, dim) float32 by id, for exact re-ranking
     tombstones: set[str] = field(default_factory=set)
     dead_letter: list[dict] = field(default_factory=list)  # {"raw", "reason", "source"}
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def write_contents(directory: Path, contents: VersionContents) -> list[str]:

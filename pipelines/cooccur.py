@@ -8,23 +8,40 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 
-from i2i.errors import InputError
-from i2i.schemas import DEAD_LETTER, RELATED, SCORES
-from pipelines.options import ArgumentParser, add_runner_arguments, job_options, non_negative_float, positive_int
+from i2i.core.cmdline import ArgumentParser, non_negative_float, positive_int
+from i2i.core.errors import InputError
+from i2i.core.schemas import DEAD_LETTER, RELATED, SCORES
 from pipelines.paths import RunOutput, resolve_event_files
 from pipelines.read import COUNTS, DEAD_LETTER as DEAD_TAG, EVENTS_TAG, ReadEvents
+from pipelines.runners import add_runner_arguments, job_options
 from pipelines.transforms import CombineScores, CooccurConfig, SelectRelated, UserPairPartials, WriteCounts, WriteTable
 
 log = logging.getLogger(__name__)
 COUNTS_FILE = "_counts.json"
 
 
+@dataclass
+class CooccurJob:
+    """One ``i2i cooccur`` run, typed: what the command line's options say (see ``i2i cooccur --help``)."""
+
+    events: str
+    out: str
+    date: str | None = None
+    config: CooccurConfig = field(default_factory=CooccurConfig)
+    validate_each_record: bool = False
+    beam_args: list[str] = field(default_factory=list)  # Beam pipeline options, e.g. --runner=FlinkRunner
+    dask_address: str | None = None  # with --runner=dask: the scheduler to join (else a LocalCluster)
+    dask_workers: int | None = None  # with --runner=dask and no address: the LocalCluster's workers
+
+
 def parser() -> ArgumentParser:
     defaults = CooccurConfig()
     p = ArgumentParser(
+        allow_abbrev=False,  # a prefix of our options goes to Beam unchanged
         prog="i2i cooccur",
         description="Co-occurrence scores (paper eq. 2) and top-t related notes from an events table. "
         "Unknown options are Beam pipeline options (--runner, --direct_num_workers, Flink/Dataflow options); "
@@ -76,19 +93,28 @@ def check_event_counts(counts: dict) -> None:
                            f"{kept} kept + {capped} dropped by the cap = {kept + capped}; output not published")
 
 
-def run(argv: list[str] | None = None) -> dict:
-    """Runs the job; returns the summary written to DIR/_SUMMARY.json."""
+def job_from_argv(argv: list[str] | None) -> CooccurJob:
+    """The typed job from the command line's options; unknown options are Beam's."""
     args, beam_args = parser().parse_known_args(argv)
-    if args.low > args.up:
-        raise InputError(f"--low ({args.low}) is above --up ({args.up})")
     config = CooccurConfig(args.window_seconds, args.up, args.low, args.top_t, args.max_events_per_user, args.shards)
+    return CooccurJob(args.events, args.out, args.date, config, args.validate_each_record, beam_args,
+                      args.dask_address, args.dask_workers)
+
+
+def run(job: CooccurJob | list[str] | None = None) -> dict:
+    """Runs the job; returns the summary written to DIR/_SUMMARY.json (an argv list is parsed first)."""
+    if not isinstance(job, CooccurJob):
+        job = job_from_argv(job)
+    config = job.config
+    if config.low > config.up:
+        raise InputError(f"--low ({config.low}) is above --up ({config.up})")
     started = time.time()
-    files = resolve_event_files(args.events, args.date)
-    with RunOutput.staged_run(args.out) as output:
-        log.info("cooccur: %d event files -> %s", len(files), args.out)
-        with job_options(args, beam_args) as options:
+    files = resolve_event_files(job.events, job.date)
+    with RunOutput.staged_run(job.out) as output:
+        log.info("cooccur: %d event files -> %s", len(files), job.out)
+        with job_options(job, job.beam_args) as options:
             pipeline = beam.Pipeline(options=options)
-            build(pipeline, files, output, config, args.validate_each_record)
+            build(pipeline, files, output, config, job.validate_each_record)
             pipeline.run().wait_until_finish()
         finished = time.time()
         for name, schema in (("scores", SCORES), ("related", RELATED), ("dead_letter", DEAD_LETTER)):
@@ -97,13 +123,13 @@ def run(argv: list[str] | None = None) -> dict:
         check_event_counts(counts)
         summary = {
             "job": "cooccur",
-            "events": args.events,
-            "date": args.date,
+            "events": job.events,
+            "date": job.date,
             "files": len(files),
-            "out": args.out,
+            "out": job.out,
             "config": {"window_seconds": config.window_seconds, "up": config.up, "low": config.low,
                        "top_t": config.top_t, "max_events_per_user": config.max_events_per_user,
-                       "shards": config.shards, "validate_each_record": args.validate_each_record},
+                       "shards": config.shards, "validate_each_record": job.validate_each_record},
             "counts": {name: int(counts.get(name, 0)) for name in
                        ("input", "valid", "dead_lettered", "users", "capped_users", "kept_events",
                         "capped_events", "user_pairs", "pairs", "related_rows")},
@@ -126,6 +152,6 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    summary = run(list(sys.argv[1:] if argv is None else argv))
+    summary = run(job_from_argv(list(sys.argv[1:] if argv is None else argv)))
     print(format_summary(summary))
     return 0

@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from i2i.schemas import RELATED, SCORES
+from i2i.core.schemas import RELATED, SCORES
 from pipelines.arrays import INT64_SAFE, group_starts, run_lengths, sort_order, string_ranks, sum_by_rows, unique_rows
 
 NOTE_ID = pa.dictionary(pa.int32(), pa.string())  # ids move between steps dictionary-encoded

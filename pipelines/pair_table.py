@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from i2i.schemas import PAIRS
+from i2i.core.schemas import PAIRS
 from pipelines.arrays import run_lengths, sort_order, string_ranks
 
 CANDIDATES = pa.schema(

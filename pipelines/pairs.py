@@ -11,18 +11,28 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from dataclasses import dataclass, field
 
 import apache_beam as beam
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from i2i.errors import InputError
-from i2i.records import parse_timestamp_ms
-from i2i.schemas import PAIRS
-from pipelines.options import ArgumentParser, add_runner_arguments, job_options, fraction, positive_int
-from pipelines.pair_table import CANDIDATES, SplitConfig, assign_splits, drop_symmetric, join_notes, merge_lookups, notes_lookup
+from i2i.core.cmdline import ArgumentParser, fraction, positive_int
+from i2i.core.errors import InputError
+from i2i.core.records import parse_timestamp_ms
+from i2i.core.schemas import PAIRS
+from pipelines.pair_table import (
+    CANDIDATES,
+    SplitConfig,
+    assign_splits,
+    drop_symmetric,
+    join_notes,
+    merge_lookups,
+    notes_lookup,
+)
 from pipelines.paths import PARQUET_SUFFIXES, RunOutput, resolve_files
 from pipelines.read import ReadParquetTable
+from pipelines.runners import add_runner_arguments, job_options
 from pipelines.sharding import split_by_shard
 from pipelines.transforms import COUNTS, WriteCounts, WriteTable, concat
 
@@ -120,8 +130,25 @@ class AssignSplits(beam.PTransform):
         return {"pairs": split["pairs"], COUNTS: split[COUNTS]}
 
 
+@dataclass
+class PairsJob:
+    """One ``i2i pairs`` run, typed: what the command line's options say (see ``i2i pairs --help``)."""
+
+    related: str
+    notes: str
+    out: str
+    val_fraction: float = 0.1
+    seed: int = 0
+    test_since: str | None = None  # ISO-8601 time or epoch ms
+    shards: int = 16
+    beam_args: list[str] = field(default_factory=list)  # Beam pipeline options, e.g. --runner=FlinkRunner
+    dask_address: str | None = None  # with --runner=dask: the scheduler to join (else a LocalCluster)
+    dask_workers: int | None = None  # with --runner=dask and no address: the LocalCluster's workers
+
+
 def parser() -> ArgumentParser:
     p = ArgumentParser(
+        allow_abbrev=False,  # a prefix of our options goes to Beam unchanged
         prog="i2i pairs",
         description="Training pairs (train/val/test) from related notes and the notes table. "
         "Unknown options are Beam pipeline options (--runner, --direct_num_workers, Flink/Dataflow options); "
@@ -131,10 +158,10 @@ def parser() -> ArgumentParser:
                    help="related table (directory, file or glob), or an 'i2i cooccur' output directory")
     p.add_argument("--notes", required=True, help="notes table (directory, .parquet file or glob)")
     p.add_argument("--out", required=True, help="pairs table directory (replaced atomically)")
-    p.add_argument("--val-fraction", type=fraction, default=0.1, help="share of train/val pairs put in val")
-    p.add_argument("--seed", type=int, default=0, help="seed of the train/val hash")
+    p.add_argument("--val-fraction", type=fraction, default=PairsJob.val_fraction, help="share of train/val pairs put in val")
+    p.add_argument("--seed", type=int, default=PairsJob.seed, help="seed of the train/val hash")
     p.add_argument("--test-since", help="ISO-8601 time or epoch ms: pairs of notes published at or after it form the test split")
-    p.add_argument("--shards", type=positive_int, default=16, help="tables per shuffle")
+    p.add_argument("--shards", type=positive_int, default=PairsJob.shards, help="tables per shuffle")
     add_runner_arguments(p)
     return p
 
@@ -169,35 +196,44 @@ def build(pipeline: beam.Pipeline, related_files: list[str], notes_files: list[s
     )
 
 
-def run(argv: list[str] | None = None) -> dict:
+def job_from_argv(argv: list[str] | None) -> PairsJob:
+    """The typed job from the command line's options; unknown options are Beam's."""
     args, beam_args = parser().parse_known_args(argv)
+    return PairsJob(args.related, args.notes, args.out, args.val_fraction, args.seed, args.test_since, args.shards,
+                    beam_args, args.dask_address, args.dask_workers)
+
+
+def run(job: PairsJob | list[str] | None = None) -> dict:
+    """Runs the job; returns the summary written to DIR/_SUMMARY.json (an argv list is parsed first)."""
+    if not isinstance(job, PairsJob):
+        job = job_from_argv(job)
     test_since_ms = None
-    if args.test_since is not None:
+    if job.test_since is not None:
         try:
-            test_since_ms = parse_timestamp_ms(args.test_since)
+            test_since_ms = parse_timestamp_ms(job.test_since)
         except (ValueError, OverflowError) as exc:
-            raise InputError(f"--test-since: cannot read {args.test_since!r} as a time ({exc})") from exc
-    config = SplitConfig(args.val_fraction, args.seed, test_since_ms)
+            raise InputError(f"--test-since: cannot read {job.test_since!r} as a time ({exc})") from exc
+    config = SplitConfig(job.val_fraction, job.seed, test_since_ms)
     started = time.time()
-    related_files = resolve_related(args.related)
-    notes_files = resolve_files(args.notes, PARQUET_SUFFIXES, "notes")
+    related_files = resolve_related(job.related)
+    notes_files = resolve_files(job.notes, PARQUET_SUFFIXES, "notes")
     _check_columns(related_files[0], RELATED_COLUMNS, "related")
     _check_columns(notes_files[0], NOTES_COLUMNS, "notes")
-    with RunOutput.staged_run(args.out) as output:
-        with job_options(args, beam_args) as options:
+    with RunOutput.staged_run(job.out) as output:
+        with job_options(job, job.beam_args) as options:
             pipeline = beam.Pipeline(options=options)
-            build(pipeline, related_files, notes_files, output, config, args.shards)
+            build(pipeline, related_files, notes_files, output, config, job.shards)
             pipeline.run().wait_until_finish()
         finished = time.time()
         output.ensure_table("", PAIRS)
         counts = output.take_json(COUNTS_FILE)
         summary = {
             "job": "pairs",
-            "related": args.related,
-            "notes": args.notes,
-            "out": args.out,
-            "config": {"val_fraction": args.val_fraction, "seed": args.seed, "test_since": args.test_since,
-                       "test_since_ms": test_since_ms, "shards": args.shards},
+            "related": job.related,
+            "notes": job.notes,
+            "out": job.out,
+            "config": {"val_fraction": job.val_fraction, "seed": job.seed, "test_since": job.test_since,
+                       "test_since_ms": test_since_ms, "shards": job.shards},
             "counts": {name: int(counts.get(name, 0)) for name in
                        ("related_rows", "missing_note_dropped", "symmetric_dropped", "mixed_dropped",
                         "pairs", "train", "val", "test")},
@@ -219,6 +255,6 @@ def format_summary(summary: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    summary = run(list(sys.argv[1:] if argv is None else argv))
+    summary = run(job_from_argv(list(sys.argv[1:] if argv is None else argv)))
     print(format_summary(summary))
     return 0

@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
-from i2i.errors import InputError
-from i2i.records import dead_letters_to_table, events_to_table, iter_parquet_records
-from i2i.schemas import EVENTS
+from i2i.core.errors import InputError
+from i2i.core.records import dead_letters_to_table, events_to_table, iter_parquet_records
+from i2i.core.schemas import EVENTS
 from pipelines.paths import PARQUET_SUFFIXES, resolve_event_files
 from pipelines.validate import ValidatedBatch, ValueVerdicts, holds_exact_values, validate_records, validate_table
 
@@ -89,7 +89,7 @@ def read_events(path: str | Path, per_record: bool = False) -> tuple[pa.Table, p
 class ParseEventFile(beam.DoFn):
     """One event file (Parquet or JSON Lines) to batches of valid events and of dead letters.
 
-    Validity is decided by ``i2i.records.parse_event`` (see ``pipelines.validate``): per record,
+    Validity is decided by ``i2i.core.records.parse_event`` (see ``pipelines.validate``): per record,
     or for typed Parquet batches per distinct value unless ``per_record`` is set.
     Outputs: main = events tables (EVENTS schema); ``dead_letter`` = (part name, DEAD_LETTER table);
     ``counts`` = (name, n) for input, valid and dead_lettered.

@@ -10,10 +10,10 @@ import logging
 from dataclasses import dataclass
 
 import apache_beam as beam
-from apache_beam.io.filesystems import FileSystems
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 
-from i2i.schemas import EVENTS
+from i2i.core.schemas import EVENTS
 from pipelines.arrays import compact_dictionaries
 from pipelines.cooccurrence import PARTIALS, PairBlockLimits, exact_scores, top_related, user_pair_partials
 from pipelines.paths import write_parquet

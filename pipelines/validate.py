@@ -1,4 +1,4 @@
-"""Validation of event batches with ``i2i.records.parse_event`` as the only definition of validity.
+"""Validation of event batches with ``i2i.core.records.parse_event`` as the only definition of validity.
 
 Two ways to ask it:
 
@@ -19,8 +19,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from i2i.records import DeadLetter, Event, events_to_table, iter_parquet_records, parse_event
-from i2i.schemas import EVENTS
+from i2i.core.records import DeadLetter, Event, events_to_table, iter_parquet_records, parse_event
+from i2i.core.schemas import EVENTS
 
 PROBE = {"user_id": "probe-user", "note_id": "probe-note", "action": "view", "ts": 0}
 ID_COLUMNS = ("user_id", "note_id", "action")

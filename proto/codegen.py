@@ -39,8 +39,8 @@ def generate(force: bool = False) -> Path:
     """Runs protoc (from grpcio-tools) into recall_server/_generated, atomically replacing older output."""
     if not force and not is_stale():
         return GENERATED
-    from grpc_tools import protoc
     import grpc_tools
+    from grpc_tools import protoc
 
     include = str(Path(grpc_tools.__file__).parent / "_proto")
     tmp = Path(tempfile.mkdtemp(prefix="._generated.", dir=GENERATED.parent))

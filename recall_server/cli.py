@@ -9,22 +9,16 @@ from datetime import datetime
 
 import grpc
 
-from i2i.errors import Failure, I2IError, InputError, TemporaryError
+from i2i.core.cmdline import ArgumentParser
+from i2i.core.errors import Failure, I2IError, InputError, TemporaryError
 from recall_server.config import MERGE_STRATEGIES, SEARCH_MODES, ServerConfig, read_tokens
 
 logger = logging.getLogger("recall_server.cli")
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse that raises InputError (one line, exit 2 through the i2i dispatcher) instead of exiting."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        raise InputError(message)
-
-
-def serve_parser() -> argparse.ArgumentParser:
+def serve_parser() -> ArgumentParser:
     defaults = ServerConfig(index_dir="", table_url="")
-    p = _Parser(prog="i2i serve", description="gRPC recall server: Recall(user history) -> merged top-k notes "
+    p = ArgumentParser(prog="i2i serve", description="gRPC recall server: Recall(user history) -> merged top-k notes "
                 "from one batched ANN search over the history embeddings. Hot-reloads INDEX_DIR/CURRENT.")
     p.add_argument("--index-dir", required=True, help="index directory (CURRENT + versions/)")
     p.add_argument("--table", required=True, help="embedding table: parquet:DIR or redis://host:port/db")
@@ -80,7 +74,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         index_dir=args.index_dir, table_url=args.table, host=args.host, port=args.port,
         max_history=args.max_history, max_k=args.max_k, default_per_query_k=args.per_query_k,
         max_per_query_k=args.max_per_query_k, merge=args.merge, recency_half_life=args.recency_half_life,
-        nprobe=args.nprobe, max_nprobe=args.max_nprobe, max_exclude=args.max_exclude, search_mode=args.search_mode, max_message_bytes=args.max_message_bytes, tls_cert=args.tls_cert,
+        nprobe=args.nprobe, max_nprobe=args.max_nprobe, max_exclude=args.max_exclude, search_mode=args.search_mode,
+        max_message_bytes=args.max_message_bytes, tls_cert=args.tls_cert,
         tls_key=args.tls_key, auth_tokens=read_tokens(args.auth_tokens_file) if args.auth_tokens_file else (),
         table_timeout_seconds=args.table_timeout, reload_interval_seconds=args.reload_interval, reload_retry_seconds=args.reload_retry,
         freshness_interval_seconds=args.freshness_interval,
@@ -113,8 +108,8 @@ def serve_main(argv: list[str]) -> int:
     return 0
 
 
-def recall_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="i2i recall", description="Ask a recall server for notes related to a history.")
+def recall_parser() -> ArgumentParser:
+    p = ArgumentParser(prog="i2i recall", description="Ask a recall server for notes related to a history.")
     p.add_argument("--server", required=True, help="HOST:PORT of the recall server")
     p.add_argument("--history", required=True, action="append",
                    help="history note ids, most recent first, comma-separated (may be repeated)")

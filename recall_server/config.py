@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 MERGE_STRATEGIES = ("max", "sum", "round_robin")
 SEARCH_MODES = ("batched", "per_note")

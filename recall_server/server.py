@@ -18,7 +18,6 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from recall_server.stubs import recall_pb2
 from recall_server.auth import BearerTokenInterceptor
 from recall_server.config import ServerConfig
 from recall_server.grpc_metrics import GrpcServerMetrics
@@ -26,6 +25,7 @@ from recall_server.holder import IndexHolder, ServedIndex
 from recall_server.logs import log_event
 from recall_server.metrics import RecallMetrics
 from recall_server.service import RecallService, add_to_server
+from recall_server.stubs import recall_pb2
 
 logger = logging.getLogger("recall_server.server")
 
@@ -90,7 +90,7 @@ class RecallServer:
         else:
             bind_error = "port in use or address not local"
         if not self.port:
-            from i2i.errors import InputError
+            from i2i.core.errors import InputError
 
             raise InputError(f"cannot listen on {address}: {bind_error}")
         self.metrics_port: int | None = None

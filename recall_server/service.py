@@ -16,13 +16,13 @@ from google.protobuf.message import DecodeError
 
 from embedding import table as table_module
 from index.ids import UNKNOWN_TIME
-from recall_server.stubs import recall_pb2, recall_pb2_grpc
 from recall_server.config import ServerConfig
+from recall_server.filters import FreshnessBitmaps, build_selector
 from recall_server.holder import IndexHolder
 from recall_server.logs import log_event
-from recall_server.filters import FreshnessBitmaps, build_selector
 from recall_server.merge import merge, recency_weights
 from recall_server.metrics import RecallMetrics
+from recall_server.stubs import recall_pb2, recall_pb2_grpc
 
 logger = logging.getLogger("recall_server.service")
 access_logger = logging.getLogger("recall_server.access")

@@ -25,16 +25,16 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from i2i.core.io import atomic_write_text  # noqa: E402
 
 VARIANTS = ("basic", "micl", "late_fusion", "notellm2", "only_late_fusion", "text_only")
 BASELINES = ("bm25", "minilm", "image")
@@ -89,7 +89,7 @@ def log(message: str) -> None:
 
 def i2i(*args: str) -> None:
     """Runs one ``i2i`` subcommand in this interpreter's environment; a failure stops the run."""
-    command = [sys.executable, "-m", "i2i.cli", *args]
+    command = [sys.executable, "-m", "i2i.app.cli", *args]
     log("$ i2i " + " ".join(args))
     started = time.perf_counter()
     completed = subprocess.run(command, cwd=REPO)
@@ -99,10 +99,7 @@ def i2i(*args: str) -> None:
 
 
 def write_json_atomic(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 TEST_QUANTILE = 0.8  # without a generator's test period: notes after this share of the timeline are test notes
@@ -115,7 +112,7 @@ def test_since(data: Path) -> str:
 
     import numpy as np
 
-    from i2i.io import read_table
+    from i2i.core.io import read_table
 
     summary = data / "_SUMMARY.json"
     if summary.exists() and "test_since" in json.loads(summary.read_text()):
@@ -400,10 +397,7 @@ def write_results(run: RunConfig, tables: dict[str, tuple[list, dict]], seconds:
         lines += [f"## {name}", ""] + markdown_table(rows) + difference_lines(differences) + training_table(rows)
         lines += ["", "**Finding:** " + finding(rows, differences), ""]
     lines.append(kept_analysis(run.out))
-    run.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = run.out.with_name(f".{run.out.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.write_text("\n".join(lines))
-    os.replace(tmp, run.out)
+    atomic_write_text(run.out, "\n".join(lines))
     json_out = run.json_out or run.work / "results.json"
     write_json_atomic(json_out, {name: {"rows": [{"method": m, "kind": k, "metrics": x} for m, k, x in rows],
                                         "paired_differences": differences}

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from i2i.serving import free_port
-
+from i2i.testing.serving import free_port
 
 SETUP_HINT = "scripts/setup_env.sh installs it (apt-get install redis-server redis-tools openssl)"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Mapping, Sequence
 
 from embedding.evaluation import DenseScorer, Scorer
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 BASELINES = ("bm25", "minilm", "image", "random", "oracle")
 

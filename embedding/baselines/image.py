@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from embedding.evaluation import pick_device
-from i2i.errors import InputError
+from i2i.core.device import pick_device
+from i2i.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

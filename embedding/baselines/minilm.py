@@ -14,8 +14,8 @@ import torch
 from tqdm import tqdm
 
 from embedding.baselines.text import note_text
-from embedding.evaluation import pick_device
-from i2i.errors import InputError
+from i2i.core.device import pick_device
+from i2i.core.errors import InputError
 
 
 def minilm_model_dir() -> Path:

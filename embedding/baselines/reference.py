@@ -3,7 +3,7 @@
 ``random`` gives every pool note an independent uniform score per query (seeded by the seed and the
 query's note id, so a query's ranking does not depend on chunking or on the other queries): its
 Recall@k is about k / candidates. ``oracle`` ranks by the latent attributes that generated the
-behaviour (``i2i.data.oracle``), read from a fashion-notes ``_attributes/`` table.
+behaviour (``embedding.baselines.oracle``), read from a fashion-notes ``_attributes/`` table.
 """
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
-from i2i.data.oracle import attribute_codes, oracle_scores
+from embedding.baselines.oracle import attribute_codes, oracle_scores
 
 
 class RandomScorer:

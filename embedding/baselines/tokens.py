@@ -15,7 +15,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from embedding.baselines.text import note_text
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 log = logging.getLogger(__name__)
 

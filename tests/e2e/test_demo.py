@@ -5,13 +5,13 @@ import sys
 
 import pytest
 
-from i2i.io import read_table
+from i2i.core.io import read_table
 
 
 @pytest.mark.slow
 def test_demo_day_one_and_next_day(tmp_path):
     out = tmp_path / "demo"
-    command = [sys.executable, "-m", "i2i.cli", "demo", "--out", str(out), "--backbone", "tiny",
+    command = [sys.executable, "-m", "i2i.app.cli", "demo", "--out", str(out), "--backbone", "tiny",
                "--notes", "300", "--users", "120", "--days", "5", "--train-steps", "3", "--batch-size", "8"]
     result = subprocess.run(command, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -1,10 +1,17 @@
 import pytest
 import torch
 
-from embedding.backbones import (EfficientNetLite0, build_llm, build_vision, converted_gguf_dir, freeze,
-                                 keep_first_layers, load_tokenizer)
+from embedding.backbones import (
+    EfficientNetLite0,
+    build_llm,
+    build_vision,
+    converted_gguf_dir,
+    freeze,
+    keep_first_layers,
+    load_tokenizer,
+)
 from embedding.config import LLMConfig, VisionConfig
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 def test_efficientnet_lite0_loads_real_weights_and_gives_a_feature_sequence():

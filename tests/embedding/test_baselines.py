@@ -8,14 +8,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embedding.baselines import build_scorer
+from embedding.backbones import SMOLLM2_GGUF, resolve_llm_path, smollm2_gguf_path
+from embedding.baselines import build_scorer, tokens
 from embedding.baselines.bm25 import BM25Scorer
 from embedding.baselines.text import note_text
-from embedding.backbones import SMOLLM2_GGUF, resolve_llm_path, smollm2_gguf_path
-from embedding.baselines import tokens
 from embedding.baselines.tokens import default_counter, whitespace_counter
 from embedding.evaluation import target_ranks
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 CORPUS = [
     {"note_id": "q", "title": "Linen summer dress", "topics": ["fashion"], "content": "A flowing linen dress for hot beach days."},

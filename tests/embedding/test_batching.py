@@ -3,7 +3,7 @@ import random
 import pyarrow as pa
 
 from embedding.batching import one_epoch, pair_batches, select_pairs
-from i2i.schemas import PAIRS
+from i2i.core.schemas import PAIRS
 
 
 def star_and_chain_pairs():

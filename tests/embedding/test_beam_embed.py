@@ -10,8 +10,8 @@ from embedding.checkpoint import load_encoder
 from embedding.embed_job import EmbedJobConfig
 from embedding.table import open_table
 from embedding.testing import make_notes, make_tiny_checkpoint
-from i2i.io import read_table, write_table
-from i2i.schemas import NOTES
+from i2i.core.io import read_table, write_table
+from i2i.core.schemas import NOTES
 
 
 @pytest.fixture(scope="module")

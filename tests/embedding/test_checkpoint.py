@@ -1,20 +1,20 @@
 import json
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from embedding.checkpoint import load_encoder, read_meta, save_checkpoint
 from embedding.testing import make_notes, make_tiny_checkpoint, tiny_model
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 def test_round_trip_gives_identical_embeddings(tmp_path):
     model, tokenizer = tiny_model("notellm2", seed=4)
     version = save_checkpoint(model, tokenizer, tmp_path / "ckpt")
     notes = make_notes(6)
-    from embedding.encoder import NoteEncoder
     import torch
+
+    from embedding.encoder import NoteEncoder
 
     before = NoteEncoder(model, tokenizer, version, torch.device("cpu")).encode(notes)
     encoder = load_encoder(str(tmp_path / "ckpt"), device="cpu")

@@ -1,7 +1,7 @@
 import pytest
 
 from embedding.config import model_config_from_dict, preset, run_config_from_dict, to_dict
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 @pytest.mark.parametrize("name", ["tiny", "cpu_offline", "gpu_full"])

@@ -7,12 +7,19 @@ import torch
 
 from embedding.checkpoint import read_meta
 from embedding.config import TrainConfig
-from embedding.diagnostics import (Diagnostics, Embedded, embed_ids, fixed_batches, knn_accuracy,
-                                   loss_of_batches, mean_pairwise_cosine, oracle_loss)
+from embedding.diagnostics import (
+    Diagnostics,
+    Embedded,
+    fixed_batches,
+    knn_accuracy,
+    loss_of_batches,
+    mean_pairwise_cosine,
+    oracle_loss,
+)
 from embedding.inputs import NoteProcessor
 from embedding.testing import tiny_model, write_dataset
 from embedding.train import load_notes, load_pairs, validation_loss
-from i2i.cli import main as i2i
+from i2i.app.cli import main as i2i
 
 
 def test_mean_pairwise_cosine_is_one_at_collapse_and_zero_for_orthogonal_notes():

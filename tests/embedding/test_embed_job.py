@@ -15,12 +15,12 @@ import pytest
 
 from embedding.checkpoint import load_encoder
 from embedding.embed_job import EmbedJobConfig, run_embed_job
-from embedding.parquet_table import ParquetEmbeddingTable
 from embedding.table import ModelVersionMismatch, open_table
+from embedding.table.parquet import ParquetEmbeddingTable
 from embedding.testing import make_notes, make_tiny_checkpoint, notes_table, png_bytes
-from i2i.cli import main as i2i_main
-from i2i.io import read_table, write_table
-from i2i.schemas import NOTES
+from i2i.app.cli import main as i2i_main
+from i2i.core.io import read_table, write_table
+from i2i.core.schemas import NOTES
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +71,7 @@ def test_killed_run_resumes_without_duplicates(tmp_path, checkpoint):
     notes = make_notes(240)
     path = write_notes(tmp_path / "notes", notes)
     table_dir = tmp_path / "emb"
-    command = [sys.executable, "-m", "i2i.cli", "embed", "--notes", path, "--checkpoint", checkpoint,
+    command = [sys.executable, "-m", "i2i.app.cli", "embed", "--notes", path, "--checkpoint", checkpoint,
                "--table", f"parquet:{table_dir}", "--chunk-size", "8", "--batch-size", "4", "--no-progress",
                "--device", "cpu"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

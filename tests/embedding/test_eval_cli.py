@@ -9,9 +9,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from i2i.cli import main as i2i
-from i2i.io import write_table
-from i2i.schemas import NOTES, PAIRS
+from i2i.app.cli import main as i2i
+from i2i.core.io import write_table
+from i2i.core.schemas import NOTES, PAIRS
 
 TOPICS = ["sailing", "pottery", "espresso", "origami", "falconry", "beekeeping", "archery", "calligraphy"]
 

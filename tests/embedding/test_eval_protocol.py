@@ -5,8 +5,8 @@ import json
 import pyarrow.compute as pc
 import pytest
 
-from i2i.cli import main as i2i
-from i2i.io import read_table
+from i2i.app.cli import main as i2i
+from i2i.core.io import read_table
 
 SINCE = "2026-11-04T00:00:00+00:00"  # the last 2 of 5 days
 

@@ -19,7 +19,7 @@ from embedding.evaluation import (
     target_ranks,
     write_result,
 )
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 class MatrixScorer:

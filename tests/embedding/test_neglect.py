@@ -8,7 +8,7 @@ import torch
 from embedding.inputs import NoteProcessor
 from embedding.neglect import attention_shares, measure_flow, position_sets, relative, saliency_sums
 from embedding.testing import make_notes, make_tiny_checkpoint, tiny_model
-from i2i.cli import main as i2i
+from i2i.app.cli import main as i2i
 
 
 def test_uniform_attention_gives_the_share_of_image_positions():

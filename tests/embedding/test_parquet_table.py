@@ -9,10 +9,10 @@ import numpy as np
 import pyarrow.dataset as ds
 import pytest
 
-from embedding.parquet_table import JOURNAL_NAME, ParquetEmbeddingTable
 from embedding.table import DimensionMismatch, ModelVersionMismatch, open_table
-from i2i.errors import InputError
-from i2i.schemas import embeddings_schema, validate
+from embedding.table.parquet import JOURNAL_NAME, ParquetEmbeddingTable
+from i2i.core.errors import InputError
+from i2i.core.schemas import embeddings_schema, validate
 
 DIM = 8
 

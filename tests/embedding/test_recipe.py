@@ -5,14 +5,15 @@ import random
 import pytest
 import torch
 
+from embedding.backbones import load_tokenizer
 from embedding.batching import one_epoch
 from embedding.config import TrainConfig, model_config_from_dict, preset
-from embedding.backbones import load_tokenizer
+from embedding.features import FeatureCache
 from embedding.inputs import NoteProcessor
 from embedding.mlrm import MLRM
 from embedding.prompts import IMG_EMB_TOKEN
 from embedding.testing import make_notes, tiny_model
-from embedding.train import FeatureCache, batch_loss, load_notes, load_pairs, make_optimizer, validation_loss
+from embedding.train import batch_loss, load_notes, load_pairs, make_optimizer, validation_loss
 
 
 def frozen_table_model(seed: int = 0) -> tuple[MLRM, object]:
@@ -115,7 +116,7 @@ def test_epochs_set_the_steps_and_early_stopping_keeps_the_best_weights(tmp_path
 
     from embedding.checkpoint import load_encoder, read_meta
     from embedding.testing import write_dataset
-    from i2i.cli import main as i2i
+    from i2i.app.cli import main as i2i
 
     notes_path, pairs_path = write_dataset(tmp_path / "data", count=32, groups=8)
     notes = load_notes(str(notes_path))
@@ -151,7 +152,7 @@ def test_gpu_full_training_options_run_on_cpu_with_a_tiny_model(tmp_path):
     from embedding.checkpoint import read_meta
     from embedding.config import preset
     from embedding.testing import write_dataset
-    from i2i.cli import main as i2i
+    from i2i.app.cli import main as i2i
 
     notes_path, pairs_path = write_dataset(tmp_path / "data", count=32, groups=8)
     train_section = dict(preset("gpu_full")["train"], batch_size=2, num_workers=0, val_every=4, epochs=1)

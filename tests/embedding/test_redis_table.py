@@ -11,9 +11,9 @@ import pytest
 import redis
 import redis.connection
 
-from embedding.redis_table import RedisEmbeddingTable, RedisTableConfig
 from embedding.table import DimensionMismatch, ModelVersionMismatch, TableUnavailable, open_table
-from i2i.errors import InputError
+from embedding.table.redis import RedisEmbeddingTable, RedisTableConfig
+from i2i.core.errors import InputError
 from tests.conftest import RedisServer, free_port, require_binary
 
 DIM = 16

@@ -6,7 +6,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedding.seed_average import averaged_metrics, paired_seed_difference
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 
 
 def write_run(directory, ranks, pairs=(("a", "b"), ("c", "d"), ("e", "f"), ("g", "h")), tokens=(10, 80, 10, 80)):

@@ -1,17 +1,16 @@
 import json
-from pathlib import Path
 
 import pyarrow as pa
 import pytest
 import torch
 
 from embedding.checkpoint import load_encoder, read_meta
+from embedding.config import TrainConfig
 from embedding.inputs import NoteProcessor
 from embedding.testing import make_notes, tiny_model
 from embedding.train import batch_loss, lr_lambda, make_optimizer
-from embedding.config import TrainConfig
-from i2i.cli import main as i2i
-from i2i.io import read_table, write_table
+from i2i.app.cli import main as i2i
+from i2i.core.io import read_table, write_table
 
 
 def test_a_few_steps_lower_the_loss_on_a_tiny_batch():

@@ -6,12 +6,12 @@ import sys
 import pyarrow as pa
 import pytest
 
-from i2i.daily import DailyConfig, main, run_lock
-from i2i.errors import InputError
-from i2i.serving import free_port
-from i2i.data.fashion_notes import FashionConfig, generate
-from i2i.io import read_table, write_events_by_day, write_table
 from embedding.testing import make_tiny_checkpoint
+from i2i.app.daily import DailyConfig, DailyRun, main, run_lock
+from i2i.app.data.fashion_notes import FashionConfig, generate
+from i2i.core.errors import InputError
+from i2i.core.io import read_table, write_events_by_day, write_table
+from i2i.testing.serving import free_port
 
 DAY1, DAY2 = dt.date(2026, 11, 1), dt.date(2026, 11, 2)
 
@@ -34,7 +34,7 @@ def write_config(root, name="daily.toml", index_dir="index", extra=""):
     path.write_text(
         'events = "data/events"\nnotes = "data/notes"\nruns = "runs"\ncheckpoint = "model"\n'
         f'table = "parquet:tables/embeddings"\nindex_dir = "{index_dir}"\ndeletes = "data/deletes/dt={{date}}"\n'
-        'embed_args = ["--no-progress"]\n' + extra
+        + extra + '[embed]\nprogress = false\n'
     )
     return path
 
@@ -75,7 +75,7 @@ def assert_deletes_applied(index_dir, deleted, day1_version):
 def test_second_run_is_refused_while_the_lock_is_held(site):
     config = write_config(site)
     with run_lock(DailyConfig.load(config).runs):
-        result = subprocess.run([sys.executable, "-m", "i2i.cli", "run", "--date", str(DAY1), "--config",
+        result = subprocess.run([sys.executable, "-m", "i2i.app.cli", "run", "--date", str(DAY1), "--config",
                                  str(config)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 75
     assert "another i2i run holds" in result.stdout
@@ -103,17 +103,17 @@ def test_failed_stage_keeps_earlier_outputs_and_rerun_resumes(tmp_path, site):
 def test_bad_config_and_missing_partition_are_input_errors(tmp_path, site):
     bad = tmp_path / "bad.toml"
     bad.write_text('events = "x"\nsurprise = 1\n')
-    with pytest.raises(InputError, match="unknown keys"):
+    with pytest.raises(InputError, match="unknown config key"):
         DailyConfig.load(bad)
     config = write_config(site, name="missing.toml")
-    result = subprocess.run([sys.executable, "-m", "i2i.cli", "run", "--date", "2030-01-01", "--config",
+    result = subprocess.run([sys.executable, "-m", "i2i.app.cli", "run", "--date", "2030-01-01", "--config",
                              str(config)], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert "no events partition for 2030-01-01" in result.stderr
 
 
 def run_cli(config, date):
-    return subprocess.run([sys.executable, "-m", "i2i.cli", "run", "--date", str(date), "--config", str(config)],
+    return subprocess.run([sys.executable, "-m", "i2i.app.cli", "run", "--date", str(date), "--config", str(config)],
                           capture_output=True, text=True, timeout=600)
 
 
@@ -148,8 +148,8 @@ def test_two_days_with_retrain_serve_the_new_model(tmp_path, site):
     shutil.copytree(site / "data", root / "data")
     shutil.copytree(site / "model", root / "model")
     config = write_config(root, extra='retrain = true\n'
-                                      'train_args = ["--backbone", "tiny", "--steps", "2", "--batch-size", "4", '
-                                      '"--quiet", "--device", "cpu"]\n')
+                                      '[train]\nbackbone = "tiny"\nsteps = 2\nbatch_size = 4\nquiet = true\n'
+                                      'device = "cpu"\n')
     assert main(["--date", str(DAY1), "--config", str(config)]) == 0
     day1_model = read_meta(root / "model")["model_version"]
     day1 = served_manifest(root / "index")
@@ -165,3 +165,27 @@ def test_two_days_with_retrain_serve_the_new_model(tmp_path, site):
     deleted = read_table(root / "data" / "deletes" / f"dt={DAY2}").column("note_id").to_pylist()
     assert day2.ntotal == notes - len(deleted)  # the whole catalogue under the new model, less the deletes
     assert_deletes_applied(root / "index", deleted, day1_version=day1.version)
+
+
+@pytest.mark.parametrize("table, message", [
+    ("[cooccur]\ntop_tt = 3\n", "unknown config key(s) top_tt in cooccur"),
+    ("[index.build]\nfactroy = 'Flat'\n", "unknown config key(s) factroy in index.build"),
+    ("[train]\nsteps = 'many'\n", "train.steps"),
+    ("[pairs]\nout = 'elsewhere'\n", "[pairs]: out is set by the daily run"),
+])
+def test_a_stage_table_maps_to_its_typed_config_and_unknown_keys_are_named(tmp_path, table, message):
+    config = write_config(tmp_path, extra="").read_text() + table
+    (tmp_path / "stage.toml").write_text(config)
+    with pytest.raises(InputError) as raised:
+        DailyConfig.load(tmp_path / "stage.toml")
+    assert message in str(raised.value) and "stage.toml" in str(raised.value)
+
+
+def test_the_stage_tables_reach_the_typed_stage_configs(tmp_path):
+    (tmp_path / "typed.toml").write_text(write_config(tmp_path).read_text()
+                                         + "[cooccur]\ntop_t = 7\n[index]\nkeep = 2\n[index.build]\nnlist = 9\n")
+    run = DailyRun(DailyConfig.load(tmp_path / "typed.toml"), DAY1)
+    assert run.cooccur_job(partition=tmp_path).config.top_t == 7
+    job = run.index_job("build")
+    assert (job.operation, job.keep, job.build.nlist) == ("build", 2, 9)
+    assert run.embed_job().progress is False

@@ -9,14 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from embedding.table import open_table
-from i2i.serving import free_port
+from i2i.testing.serving import free_port
 from index.builder import BuildConfig
 from index.jobs import build_job
 from index.store import IndexStore
 
 
 def i2i(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "i2i.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "i2i.app.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def small_index(tmp_path: Path) -> tuple[Path, str]:

@@ -7,10 +7,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
+from i2i.core.io import atomic_dir, read_table, write_table
+from i2i.core.schemas import EVENTS
 from pipelines.read import read_events
-from i2i.io import atomic_dir, read_table, write_table
-from i2i.schemas import EVENTS
 
 
 def test_jsonl_and_parquet_events_with_dead_letters(tmp_path):
@@ -61,7 +61,7 @@ def test_killed_writer_leaves_previous_output(tmp_path):
     write_table(pa.table({"x": [1]}), target)
     script = (
         "import os, signal, pyarrow as pa, pyarrow.parquet as pq\n"
-        "from i2i.io import atomic_dir\n"
+        "from i2i.core.io import atomic_dir\n"
         f"with atomic_dir({str(target)!r}) as tmp:\n"
         "    pq.write_table(pa.table({'x': [2]}), tmp / 'part.parquet')\n"
         "    os.kill(os.getpid(), signal.SIGKILL)\n"

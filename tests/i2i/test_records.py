@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from i2i.records import DeadLetter, Event, parse_event, parse_timestamp_ms, split_events
+from i2i.core.records import DeadLetter, Event, parse_event, parse_timestamp_ms, split_events
 
 GOOD = {"user_id": "u", "note_id": "n", "action": "click", "ts": "2026-01-01T00:00:01Z"}
 

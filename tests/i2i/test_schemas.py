@@ -3,8 +3,8 @@ import datetime as dt
 import pyarrow as pa
 import pytest
 
-from i2i.errors import InputError
-from i2i.schemas import EVENTS, NOTES, conform, embeddings_schema, validate
+from i2i.core.errors import InputError
+from i2i.core.schemas import EVENTS, NOTES, conform, embeddings_schema, validate
 
 UTC = dt.timezone.utc
 

@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from i2i.schemas import embeddings_schema
+from i2i.core.schemas import embeddings_schema
 
 DIM = 16
 MODEL = "m-test-1"

@@ -5,7 +5,7 @@ import faiss
 import numpy as np
 import pytest
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index.builder import BuildConfig, auto_nlist, build, resolve_factory
 from index.source import from_arrays
 

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from i2i.cli import main
+from i2i.app.cli import main
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -18,7 +18,7 @@ def run(capsys, *argv: str) -> tuple[int, str, str]:
 
 def test_every_subcommand_has_help():
     for command in ("build", "update", "rebuild", "info", "rollback", "gc"):
-        result = subprocess.run([sys.executable, "-m", "i2i.cli", "index", command, "--help"],
+        result = subprocess.run([sys.executable, "-m", "i2i.app.cli", "index", command, "--help"],
                                 capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "--index-dir" in result.stdout

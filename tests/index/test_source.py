@@ -7,7 +7,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from embedding.table import open_table
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index import jobs
 from index.builder import BuildConfig
 from index.source import choose_model_version, read_deletes, read_table

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index import jobs
 from index.builder import BuildConfig
 from index.store import IndexIntegrityError, IndexLocked, IndexStore

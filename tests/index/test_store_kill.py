@@ -18,7 +18,7 @@ from index.store import PAUSE_ENV, IndexStore
 
 def start_update(index_dir, table_url, pause: float = 0.0) -> subprocess.Popen:
     env = {**os.environ, PAUSE_ENV: str(pause), "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "i2i.cli", "index", "update", "--index-dir", str(index_dir), "--table", table_url]
+    command = [sys.executable, "-m", "i2i.app.cli", "index", "update", "--index-dir", str(index_dir), "--table", table_url]
     return subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

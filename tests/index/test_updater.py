@@ -1,15 +1,15 @@
 """Incremental updates: same contents as a fresh build, deletions that stick, model versions never mixed."""
 from __future__ import annotations
 
+import faiss
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from faiss.contrib.inspect_tools import get_invlist
 
-import faiss
 from embedding.table import open_table
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from index import jobs
 from index.builder import BuildConfig
 from index.source import from_arrays

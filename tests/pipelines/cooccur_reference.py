@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from i2i.schemas import EVENTS
+
+from i2i.core.schemas import EVENTS
 
 BEAM_ARGS = ["--runner=DirectRunner"]
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z in epoch ms

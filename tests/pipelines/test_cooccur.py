@@ -11,13 +11,20 @@ import time
 
 import pytest
 
-from i2i.cli import main as i2i_main
-from i2i.errors import InputError
-from i2i.io import read_table
-from i2i.schemas import validate
+from i2i.app.cli import main as i2i_main
+from i2i.core.errors import InputError
+from i2i.core.io import read_table
+from i2i.core.schemas import validate
 from pipelines.cooccur import check_event_counts, run
-from tests.pipelines.cooccur_reference import (T0, reference_related, reference_scores, related_rows, scores_dict,
-                                               write_jsonl, write_parquet_events)
+from tests.pipelines.cooccur_reference import (
+    T0,
+    reference_related,
+    reference_scores,
+    related_rows,
+    scores_dict,
+    write_jsonl,
+    write_parquet_events,
+)
 
 DAY = 86_400_000
 

@@ -1,11 +1,10 @@
 """Paper eq. 2 rules, hand-computed on tiny logs, plus agreement with an exact reference."""
 from __future__ import annotations
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from tests.pipelines.cooccur_reference import events_table, reference_related, reference_scores, scores_dict
 from pipelines.cooccurrence import PairBlockLimits, exact_scores, top_related, user_pair_partials
+from tests.pipelines.cooccur_reference import events_table, reference_related, reference_scores, scores_dict
 
 W = 60  # window in seconds
 S = 1000  # one second in ms

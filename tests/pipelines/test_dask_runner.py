@@ -8,8 +8,8 @@ import pyarrow.parquet as pq
 import pytest
 from dask.distributed import Client, LocalCluster
 
-from i2i.cli import main as i2i_main
-from i2i.io import read_table
+from i2i.app.cli import main as i2i_main
+from i2i.core.io import read_table
 from pipelines.cooccur import run as cooccur
 from pipelines.pairs import run as pairs
 from tests.pipelines.cooccur_reference import T0, reference_scores, scores_dict, write_jsonl

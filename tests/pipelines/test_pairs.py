@@ -11,9 +11,9 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from i2i.cli import main as i2i_main
-from i2i.io import read_table
-from i2i.schemas import NOTES, RELATED, validate
+from i2i.app.cli import main as i2i_main
+from i2i.core.io import read_table
+from i2i.core.schemas import NOTES, RELATED, validate
 from pipelines.pair_table import SplitConfig, assign_splits, drop_symmetric, join_notes, notes_lookup, pair_fraction
 from pipelines.pairs import AssignSplits, DropSymmetric, run
 from pipelines.transforms import COUNTS

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from i2i.errors import InputError
+from i2i.core.errors import InputError
 from pipelines.paths import RunOutput, resolve_event_files
 from pipelines.sharding import shard_ids, split_by_shard, stable_hash
 from tests.pipelines.cooccur_reference import T0, events_table, write_jsonl, write_parquet_events

@@ -4,7 +4,7 @@ from __future__ import annotations
 import gzip
 import json
 
-from i2i.io import read_table
+from i2i.core.io import read_table
 from pipelines.read import read_events
 
 GOOD = {"user_id": "u1", "note_id": "a", "action": "click", "ts": 1_767_225_600_000}

@@ -6,8 +6,8 @@ import pyarrow as pa
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.util import assert_that, equal_to
 
-from i2i.io import read_table
-from i2i.schemas import SCORES, validate
+from i2i.core.io import read_table
+from i2i.core.schemas import SCORES, validate
 from pipelines.read import COUNTS, DEAD_LETTER, EVENTS_TAG, ReadEvents
 from pipelines.transforms import CombineScores, CooccurConfig, SelectRelated, UserPairPartials, WriteCounts, WriteTable
 from tests.pipelines.cooccur_reference import T0, events_table, reference_scores, write_jsonl, write_parquet_events

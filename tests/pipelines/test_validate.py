@@ -2,10 +2,9 @@
 from __future__ import annotations
 
 import pyarrow as pa
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
-from i2i.records import iter_parquet_records
+from i2i.core.records import iter_parquet_records
 from pipelines.validate import ValueVerdicts, holds_exact_values, validate_records, validate_table
 
 TS = pa.timestamp("ms", tz="UTC")

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from embedding.table import open_table
-from i2i.cli import main as i2i_main
+from i2i.app.cli import main as i2i_main
 
 from .conftest import MODEL, server_config
 

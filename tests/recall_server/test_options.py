@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from i2i.cli import main as i2i_main
+from i2i.app.cli import main as i2i_main
 from index.builder import BuildConfig
 from index.jobs import build_job
 from index.store import IndexStore

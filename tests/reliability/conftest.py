@@ -1,7 +1,7 @@
 """Fixtures of the reliability tests: one small world (notes, a day of events, a tiny checkpoint),
 the uninterrupted daily run over it as the reference, and helpers to kill ``i2i`` jobs part-way.
 
-Every job under test runs as a real ``python -m i2i.cli`` subprocess and is killed with SIGKILL,
+Every job under test runs as a real ``python -m i2i.app.cli`` subprocess and is killed with SIGKILL,
 the one signal a job cannot clean up after.
 """
 from __future__ import annotations
@@ -23,8 +23,8 @@ import pyarrow as pa
 import pytest
 
 from embedding.testing import make_notes, make_tiny_checkpoint, notes_table
-from i2i.io import read_table, write_table
-from i2i.schemas import EVENTS
+from i2i.core.io import read_table, write_table
+from i2i.core.schemas import EVENTS
 
 DATE = "2025-01-01"
 # Small chunks make the embedding job write many parts, so a kill lands between two of them.
@@ -53,10 +53,12 @@ class World:
             "events": str(self.events), "notes": str(self.notes), "checkpoint": str(self.checkpoint),
             "runs": str(run_root / "runs"), "table": f"parquet:{run_root / 'table'}",
             "index_dir": str(run_root / "index"),
-            "embed_args": [*EMBED_ARGS, "--dead-letter", str(run_root / "embed_dead_letter")],
             "beam_args": ["--runner=DirectRunner"],
         }
+        embed = {"chunk_size": 4, "batch_size": 2, "progress": False, "device": "cpu",  # as EMBED_ARGS
+                 "dead_letter": str(run_root / "embed_dead_letter")}
         lines = [f"{key} = {json.dumps(value)}" for key, value in config.items()]
+        lines += ["[embed]", *(f"{key} = {json.dumps(value)}" for key, value in embed.items())]
         path = run_root / "daily.toml"
         path.write_text("\n".join(lines) + "\n")
         return path
@@ -117,7 +119,7 @@ class DailyOutputs:
 @pytest.fixture(scope="session")
 def reference(world, tmp_path_factory) -> DailyOutputs:
     """The uninterrupted daily run (all stages in one process): what every rerun must reproduce."""
-    from i2i.cli import main as i2i_main
+    from i2i.app.cli import main as i2i_main
 
     root = tmp_path_factory.mktemp("reference")
     config = world.daily_config(root)
@@ -128,7 +130,7 @@ def reference(world, tmp_path_factory) -> DailyOutputs:
 # ---- subprocesses -----------------------------------------------------------------------------
 
 def i2i_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "i2i.cli", *args]
+    return [sys.executable, "-m", "i2i.app.cli", *args]
 
 
 def start_job(args: list[str], log: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:

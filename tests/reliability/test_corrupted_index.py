@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from embedding.table import open_table
-from i2i.serving import ServerProcess, free_port
+from i2i.testing.serving import ServerProcess, free_port
 from index import jobs
 from index.builder import BuildConfig
 from index.store import IndexStore
@@ -43,7 +43,7 @@ CORRUPTIONS = {
 
 
 def i2i(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "i2i.cli", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "i2i.app.cli", *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 

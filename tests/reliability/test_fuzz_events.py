@@ -9,12 +9,11 @@ import json
 from pathlib import Path
 
 import pyarrow as pa
-from hypothesis import HealthCheck, example, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, example, given, settings, strategies as st
 
+from i2i.core.io import read_table
+from i2i.core.records import DeadLetter, Event, dead_letters_to_table, events_to_table, parse_event
 from pipelines.read import read_events
-from i2i.io import read_table
-from i2i.records import DeadLetter, Event, dead_letters_to_table, events_to_table, parse_event
 
 UTC = dt.timezone.utc
 NOT_SURROGATE = st.characters(blacklist_categories=("Cs",))

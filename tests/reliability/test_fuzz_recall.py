@@ -8,8 +8,7 @@ from __future__ import annotations
 import grpc
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, event, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, event, given, settings, strategies as st
 
 from embedding.table import open_table
 from index import jobs

@@ -16,15 +16,25 @@ from typing import Callable
 import numpy as np
 import pyarrow.compute as pc
 
-from embedding.parquet_table import ParquetEmbeddingTable
 from embedding.table import open_table
+from embedding.table.parquet import ParquetEmbeddingTable
+from i2i.core.io import read_table
 from index import jobs
 from index.builder import BuildConfig
-from i2i.io import read_table
 from index.store import PAUSE_ENV, STAGING_PREFIX, IndexStore
 
-from .conftest import (DATE, EMBED_ARGS, assert_same_embeddings, assert_same_index, kill_when, run_job, same_rows,
-                       sorted_rows, start_job, unit_rows)
+from .conftest import (
+    DATE,
+    EMBED_ARGS,
+    assert_same_embeddings,
+    assert_same_index,
+    kill_when,
+    run_job,
+    same_rows,
+    sorted_rows,
+    start_job,
+    unit_rows,
+)
 
 
 def appears(parent: Path, prefix: str) -> Callable[[], bool]:

@@ -10,7 +10,7 @@ import numpy as np
 import redis
 
 from embedding.table import open_table
-from i2i.serving import ServerProcess, free_port
+from i2i.testing.serving import ServerProcess, free_port
 from index import jobs
 from index.builder import BuildConfig
 

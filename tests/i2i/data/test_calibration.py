@@ -3,11 +3,11 @@ import numpy as np
 import pyarrow.compute as pc
 import pytest
 
-from i2i.cli import main
-from i2i.data.calibration import calibrate, related_pairs
-from i2i.data.fashion_notes import FashionConfig, attributes_table, generate
-from i2i.data.oracle import attribute_codes, oracle_ranks, oracle_scores
-from i2i.io import read_table, write_events_by_day, write_table
+from embedding.baselines.oracle import attribute_codes, oracle_ranks, oracle_scores
+from i2i.app.cli import main
+from i2i.app.data.calibration import calibrate, related_pairs
+from i2i.app.data.fashion_notes import FashionConfig, attributes_table, generate
+from i2i.core.io import read_table, write_events_by_day, write_table
 
 # a small world: few users, so fewer repeated pairs than at full size; still far above chance
 CONFIG = FashionConfig(notes=1200, users=50, days=6, test_days=2, seed=11, sessions_per_day=10.0)

@@ -7,12 +7,12 @@ import pyarrow.compute as pc
 import pytest
 from PIL import Image
 
-from i2i.cli import main
-from i2i.data import images
-from i2i.data.fashion_notes import FashionConfig, attributes_table, generate
-from i2i.data.fashion_text import identifying_words
-from i2i.io import read_table
-from i2i.schemas import validate
+from i2i.app.cli import main
+from i2i.app.data import images
+from i2i.app.data.fashion_notes import FashionConfig, attributes_table, generate
+from i2i.app.data.fashion_text import identifying_words
+from i2i.core.io import read_table
+from i2i.core.schemas import validate
 
 SMALL = FashionConfig(notes=600, users=60, days=5, test_days=2, seed=7)
 

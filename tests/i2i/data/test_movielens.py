@@ -1,10 +1,9 @@
 import pyarrow.compute as pc
-
-from i2i.cli import main
-from i2i.io import read_table
-from i2i.schemas import validate
-
 import recbole  # noqa: F401,E402 - part of requirements-models.txt: missing is a failure, not a skip
+
+from i2i.app.cli import main
+from i2i.core.io import read_table
+from i2i.core.schemas import validate
 
 
 def test_movielens_converts_to_conforming_notes_and_events(tmp_path):

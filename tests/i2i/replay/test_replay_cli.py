@@ -1,8 +1,8 @@
 """Bad input to ``i2i eval replay`` stops before anything is built, with one line naming the problem."""
 import pytest
 
-from i2i.cli import main
-from i2i.io import write_events_by_day, write_table
+from i2i.app.cli import main
+from i2i.core.io import write_events_by_day, write_table
 
 from .test_scoring import tables
 

@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from i2i.io import read_table
+from i2i.core.io import read_table
 
 REPO = Path(__file__).resolve().parents[3]
 ARTIFACTS = REPO / "test-artifacts"
@@ -23,9 +23,9 @@ DAY = "2026-11-04"
 def replay(tmp_path_factory):
     root = tmp_path_factory.mktemp("replay")
     data = root / "data"
-    subprocess.run([sys.executable, "-m", "i2i.cli", "data", "fashion-notes", "--out", str(data), "--notes", "160",
+    subprocess.run([sys.executable, "-m", "i2i.app.cli", "data", "fashion-notes", "--out", str(data), "--notes", "160",
                     "--users", "60", "--days", "4"], check=True, capture_output=True, timeout=300)
-    command = [sys.executable, "-m", "i2i.cli", "eval", "replay", "--data", str(data), "--day", DAY,
+    command = [sys.executable, "-m", "i2i.app.cli", "eval", "replay", "--data", str(data), "--day", DAY,
                "--out", str(root / "out"), "--report", str(root / "report"), "--json", str(root / "table.json"),
                "--backbone", "tiny", "--steps", "2", "--batch-size", "4", "--history", "1000",
                "--delete-random", "3", "--bootstrap", "200", "--report-users", "4"]

@@ -5,11 +5,11 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from i2i.errors import InputError
-from i2i.replay.channels import CooccurrenceChannel, OracleChannel, PopularityChannel, RandomChannel
-from i2i.replay.results import ChannelResult, ReplayResult
-from i2i.replay.scoring import UserCase, bootstrap_draws, estimate, hit_and_recall, per_user, recall_curve
-from i2i.replay.split import split_day, user_cases
+from i2i.app.replay.channels import CooccurrenceChannel, OracleChannel, PopularityChannel, RandomChannel
+from i2i.app.replay.results import ChannelResult, ReplayResult
+from i2i.app.replay.scoring import UserCase, bootstrap_draws, estimate, hit_and_recall, per_user, recall_curve
+from i2i.app.replay.split import split_day, user_cases
+from i2i.core.errors import InputError
 
 UTC = dt.timezone.utc
 DAY = dt.date(2026, 11, 5)
