@@ -194,7 +194,12 @@ class DailyRun:
                 LOG.info("stage %s: already done for %s, skipped", name, self.date)
                 summary["stages"][name] = "skipped (done)"
                 continue
-            argv = make_argv()
+            try:
+                argv = make_argv()
+            except I2IError:
+                raise  # bad input or configuration, named as such (exit 2)
+            except Exception as exc:  # noqa: BLE001 - e.g. an unreadable index directory
+                raise StageFailed(name, f"{type(exc).__name__}: {exc}") from exc
             LOG.info("stage %s: i2i %s", name, " ".join(argv))
             started = time.perf_counter()
             try:
