@@ -31,8 +31,10 @@ def test_service_shape_follows_contract():
     assert recall_pb2.DESCRIPTOR.package == "i2i.v1"
     method = service.methods_by_name["Recall"]
     assert method.input_type.name == "RecallRequest" and method.output_type.name == "RecallResponse"
-    request_fields = set(recall_pb2.RecallRequest.DESCRIPTOR.fields_by_name)
-    assert request_fields == {"user_id", "history", "k", "per_query_k", "exclude_history"}
+    numbers = {name: field.number for name, field in recall_pb2.RecallRequest.DESCRIPTOR.fields_by_name.items()}
+    # The contract's fields keep their numbers; the request options (docs/recall-server.md) follow them.
+    assert numbers == {"user_id": 1, "history": 2, "k": 3, "per_query_k": 4, "exclude_history": 5,
+                       "nprobe": 6, "exclude": 7, "published_after": 8}
     assert not recall_pb2.RecallRequest().HasField("exclude_history")
     response_fields = set(recall_pb2.RecallResponse.DESCRIPTOR.fields_by_name)
     assert response_fields == {"notes", "index_version", "model_version", "missing_history"}
