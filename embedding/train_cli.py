@@ -83,6 +83,7 @@ class TrainJob:
     no_bf16: bool = False
     device: str | None = None
     resume: bool = False
+    stop_after: int | None = None  # stop after this many steps of the schedule (a resumable part of a run)
     quiet: bool = False
 
 

@@ -107,12 +107,13 @@ class DailyRun:
     def marker(self, stage: str) -> Path:
         return self.folder / "_stages" / f"{stage}.json"
 
-    def stages(self) -> list[tuple[str, Callable[[], Any]]]:
-        """(name, run) of each stage in order; ``run()`` runs the stage's typed entry point."""
-        stages = [("cooccur", self.run_cooccur), ("pairs", self.run_pairs)]
+    def stages(self) -> list[tuple[str, Callable[[], Any], Callable[[Any], Any]]]:
+        """(name, job, run) of each stage in order: ``job()`` makes the stage's typed config (bad input
+        there is the user's to fix), ``run(config)`` runs the stage's typed entry point."""
+        stages = [("cooccur", self.cooccur_job, self.run_cooccur), ("pairs", self.pairs_job, self.run_pairs)]
         if self.config.retrain:
-            stages.append(("train", self.run_train))
-        stages += [("embed", self.run_embed), ("index", self.run_index)]
+            stages.append(("train", self.train_job, self.run_train))
+        stages += [("embed", self.embed_job, self.run_embed), ("index", self.index_job, self.run_index)]
         return stages
 
     def check_stage_options(self) -> None:
@@ -189,38 +190,38 @@ class DailyRun:
                             table=self.config.table, deletes=deletes, model_version=model_version,
                             notes=str(self.config.notes))
 
-    def run_cooccur(self):
+    def run_cooccur(self, job):
         from pipelines.cooccur import format_summary, run
 
-        summary = run(self.cooccur_job())
+        summary = run(job)
         LOG.info("%s", format_summary(summary))
         return summary
 
-    def run_pairs(self):
+    def run_pairs(self, job):
         from pipelines.pairs import format_summary, run
 
-        summary = run(self.pairs_job())
+        summary = run(job)
         LOG.info("%s", format_summary(summary))
         return summary
 
-    def run_train(self):
+    def run_train(self, job):
         from embedding.train_cli import run
 
-        result = run(self.train_job())
+        result = run(job)
         LOG.info("trained model version %s into %s", result.model_version, result.out_dir)
         return result
 
-    def run_embed(self):
+    def run_embed(self, job):
         from embedding.embed_cli import run
 
-        summary = run(self.embed_job())
+        summary = run(job)
         LOG.info("%s", "; ".join(summary.lines()))
         return summary
 
-    def run_index(self):
+    def run_index(self, job):
         from index.jobs import run
 
-        summary = run(self.index_job())
+        summary = run(job)
         LOG.info("%s", "; ".join(summary.lines()))
         return summary
 
@@ -233,15 +234,21 @@ class DailyRun:
 
     def run(self, force: bool = False) -> dict:
         summary: dict = {"date": self.date.isoformat(), "stages": {}}
-        for name, run_stage in self.stages():
+        for name, make_job, run_stage in self.stages():
             if self.marker(name).exists() and not force:
                 LOG.info("stage %s: already done for %s, skipped", name, self.date)
                 summary["stages"][name] = "skipped (done)"
                 continue
+            try:
+                job = make_job()
+            except I2IError:
+                raise  # bad input or configuration, named as such (exit 2)
+            except Exception as exc:  # noqa: BLE001 - e.g. an unreadable index directory
+                raise StageFailed(name, f"{type(exc).__name__}: {exc}") from exc
             LOG.info("stage %s: started", name)
             started = time.perf_counter()
             try:
-                run_stage()
+                run_stage(job)
             except I2IError as exc:
                 raise StageFailed(name, str(exc), exit_code(exc)) from exc
             except Exception as exc:  # noqa: BLE001 - any crash of a stage is reported as that stage's failure
