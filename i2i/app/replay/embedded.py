@@ -22,8 +22,8 @@ log = logging.getLogger(__name__)
 class Embedder(Protocol):
     name: str
 
-    def add_missing(self, notes: Path, table_url: str) -> int:
-        """Embeds the notes of ``notes`` the table does not hold yet; returns how many."""
+    def add_missing(self, notes: Path, table_url: str) -> int | None:
+        """Embeds the notes of ``notes`` the table does not hold yet; returns how many (None: the job says)."""
 
 
 @dataclass
@@ -34,13 +34,12 @@ class CheckpointEmbedder:
     checkpoint: Path
     device: str | None = None
 
-    def add_missing(self, notes: Path, table_url: str) -> int:
+    def add_missing(self, notes: Path, table_url: str) -> None:
         argv = ["embed", "--notes", str(notes), "--checkpoint", str(self.checkpoint), "--table", table_url,
                 "--no-progress"]
         if self.device:
             argv += ["--device", self.device]
-        run_subcommand(argv)
-        return -1  # the job prints its own count
+        run_subcommand(argv)  # the job prints its own count
 
 
 @dataclass
