@@ -130,7 +130,7 @@ class DemoRun:
         with self.stage(f"train the representation model (NoteLLM-2, {self.config.backbone} backbones)"):
             job = train_cli.TrainJob(str(self.paths["notes"]), str(self.paths["pairs"]), str(self.paths["model"]),
                                      variant="notellm2", backbone=self.config.backbone, steps=self.config.train_steps,
-                                     batch_size=self.config.batch_size, llm_layers=self.config.llm_layers)
+                                     batch_size=self.config.batch_size, llm_layers=self.config.llm_layers or None)
             show(job)
             result = train_cli.run(job)
             print(f"trained {result.steps} steps in {result.seconds:.1f}s, loss {result.final_train_loss:.4f}; "
