@@ -8,12 +8,11 @@ level of two random notes), and the oracle's Recall@100 on the test pairs agains
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pyarrow as pa
 
 from embedding.baselines.oracle import attribute_codes, oracle_ranks
+from pipelines.transforms import CooccurConfig
 
 # Paper eq. 2 as CONTRACTS.md states it; {events} is a relation (a registered table or read_parquet(...)).
 COOCCUR_SQL = """
@@ -52,18 +51,7 @@ ORDER BY query_note_id, target_note_id
 """
 
 
-@dataclass(frozen=True)
-class CooccurParams:
-    """The defaults of ``i2i cooccur`` (CONTRACTS.md)."""
-
-    window_seconds: int = 86_400
-    up: float = 30.0
-    low: float = 0.01
-    top_t: int = 3
-    max_events_per_user: int = 1000
-
-
-def related_pairs(events: pa.Table, params: CooccurParams = CooccurParams()) -> pa.Table:
+def related_pairs(events: pa.Table, params: CooccurConfig = CooccurConfig()) -> pa.Table:
     """(query_note_id, target_note_id, score): one row per unordered related pair, as ``i2i pairs`` keeps them."""
     import duckdb
 
@@ -72,7 +60,7 @@ def related_pairs(events: pa.Table, params: CooccurParams = CooccurParams()) -> 
         con.execute("SET threads TO 2")
         con.register("events_table", events)
         scores = COOCCUR_SQL.format(events="events_table", cap=params.max_events_per_user,
-                                    window_ms=params.window_seconds * 1000)
+                                    window_ms=round(params.window_seconds * 1000))
         sql = PAIRS_SQL.format(scores=scores, up=params.up, low=params.low, top_t=params.top_t)
         result = con.sql(sql).arrow()
         return result.read_all() if isinstance(result, pa.RecordBatchReader) else result
@@ -88,7 +76,7 @@ def chance_share(values: np.ndarray) -> float:
 
 
 def calibrate(notes: pa.Table, events: pa.Table, attributes: pa.Table, test_since_ms: int,
-              params: CooccurParams = CooccurParams()) -> dict:
+              params: CooccurConfig = CooccurConfig()) -> dict:
     """Calibration figures (module docstring) of one dataset; ``attributes`` is its ``_attributes`` table."""
     pairs = related_pairs(events, params)
     note_ids = notes.column("note_id").to_pylist()
