@@ -308,8 +308,9 @@ def train(run: RunConfig, notes_path: str, pairs_path: str, out_dir: str, device
 
     cache = None
     if cfg.cache_vision and model.vision is not None:
-        used = sorted({n for pair in train_set.pairs + val_set.pairs for n in pair})
-        cache = FeatureCache(model, processor, notes, used, torch_device)
+        cache = FeatureCache(model, processor, notes, torch_device)
+        if cfg.num_workers:  # the workers get a copy of the cache and cannot run the encoder themselves
+            cache.ensure(sorted({n for pair in train_set.pairs + val_set.pairs for n in pair}))
     stream = BatchStream(train_set.pairs, notes, processor, cfg, (ddp.rank, ddp.world), skip=step, cache=cache)
     loader = torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.num_workers,
                                          pin_memory=torch_device.type == "cuda")

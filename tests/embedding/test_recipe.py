@@ -79,13 +79,18 @@ def test_cached_vision_features_give_the_same_embeddings_and_loss(tiny_dataset):
     processor = NoteProcessor(model.config, tokenizer)
     notes = load_notes(str(notes_path))
     ids = sorted(notes)[:8]
-    cache = FeatureCache(model, processor, notes, sorted(notes), torch.device("cpu"), chunk=5)
+    cache = FeatureCache(model, processor, notes, torch.device("cpu"), chunk=5)
+    cache.ensure(ids[:3])
+    assert len(cache) == 3  # computed when asked for, not for every note up front
     direct = model(processor.prepare([notes[n] for n in ids]))
-    cached_batch = cache.attach(processor.prepare([notes[n] for n in ids], images=False), ids)
-    assert cached_batch.pixels is None
+    shuffled = ids[::-1]  # rows must follow the batch's order, whatever order they were cached in
+    cached_batch = cache.attach(processor.prepare([notes[n] for n in shuffled], images=False), shuffled)
+    assert cached_batch.pixels is None and len(cache) == 8
     cached = model(cached_batch)
-    assert torch.allclose(direct.multimodal, cached.multimodal, atol=1e-6)
-    assert torch.allclose(direct.visual, cached.visual, atol=1e-6)
+    assert torch.allclose(direct.multimodal.flip(0), cached.multimodal, atol=1e-6)
+    assert torch.allclose(direct.visual.flip(0), cached.visual, atol=1e-6)
+    cache.attach(processor.prepare([notes[n] for n in ids[:2]], images=False), ids[:2])
+    assert len(cache) == 8  # a note is encoded once
 
 
 def test_validation_covers_every_full_batch_of_val_pairs(tiny_dataset):
