@@ -213,7 +213,8 @@ class LoadedIndex:
                 timings["rerank"] = timings.get("rerank", 0.0) + time.thread_time() - scanned
         elif self.manifest_record.metric == "l2":
             distances = -distances
-        distances = np.where(found >= 0, distances, -np.inf).astype(np.float32, copy=False)
+        distances = np.asarray(distances, dtype=np.float32)
+        distances[found < 0] = -np.inf
         return distances[:, :k], found[:, :k]
 
     def search_labels(self, queries: np.ndarray, k: int, nprobe: int | None = None,

@@ -57,6 +57,8 @@ class RecallMetrics:
                                  registry=r)
         self.freshness_checked = Gauge("i2i_recall_freshness_checked_timestamp_seconds",
                                        "When the table-side freshness gauges were last computed", registry=r)
+        # Labelled children resolved once (``labels()`` takes a lock and builds a key on every call).
+        self._children: dict[tuple[str, str], object] = {}
         for gauge in (self.index_created, self.newest_embedded, self.not_indexed):
             gauge.set(float("nan"))  # unknown until the first check, never a misleading 0
 
@@ -82,10 +84,16 @@ class RecallMetrics:
 
     def stage_cpu(self, seconds: dict[str, float]) -> None:
         for stage, value in seconds.items():
-            self.cpu.labels(stage=stage).inc(value)
+            child = self._children.get(("cpu", stage))
+            if child is None:
+                child = self._children[("cpu", stage)] = self.cpu.labels(stage=stage)
+            child.inc(value)
 
     def finished(self, code: str, seconds: float) -> None:
-        self.requests.labels(code=code).inc()
+        child = self._children.get(("requests", code))
+        if child is None:
+            child = self._children[("requests", code)] = self.requests.labels(code=code)
+        child.inc()
         if code != "OK":
             self.errors.labels(code=code).inc()
         self.latency.observe(seconds)

@@ -188,7 +188,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         if plan.truncated:
             self.metrics.history_truncated.inc()
         ensure_active(context)
-        cpu = {}
+        cpu: dict[str, float] = {}
         started = time.thread_time()
         lookup = self._lookup(plan.queries, served.model_version, context.time_remaining())
         cpu["lookup"] = time.thread_time() - started
@@ -199,6 +199,11 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         if not lookup.found_ids:
             return response
         ensure_active(context)
+        return self._search_and_merge(plan, served, lookup, response, context, cpu)
+
+    def _search_and_merge(self, plan: RecallPlan, served, lookup, response: recall_pb2.RecallResponse,
+                          context, cpu: dict[str, float]) -> recall_pb2.RecallResponse:
+        """Filters, coarse assignment, scan, merge and the response."""
         index = served.index
         excluded_labels = index.ids.lookup(list(plan.excluded)) if plan.excluded else np.empty(0, np.int64)
         excluded_labels = excluded_labels[excluded_labels >= 0]
@@ -215,7 +220,8 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         position = {note_id: i for i, note_id in enumerate(plan.queries)}
         weights = recency_weights([position[note_id] for note_id in lookup.found_ids], self.config.recency_half_life)
         shallow = self._shallow_k(plan, len(lookup.found_ids))
-        scores, labels = self._search(index, lookup.vectors, shallow, nprobe, selector.selector, cpu)
+        probe = index.probe(lookup.vectors, nprobe, cpu)
+        scores, labels = self._search(index, probe, shallow, selector.selector, cpu)
         ensure_active(context)
         started = time.thread_time()
         merged = merge(labels, scores, labels >= 0, self.config.merge, plan.k, weights)
@@ -224,7 +230,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
             if deeper.size:  # rows whose unseen neighbours could still enter the top k: search them deeper
                 self.metrics.deeper_searches.inc(int(deeper.size))
                 cpu["merge"] = time.thread_time() - started
-                deep_scores, deep_labels = self._search(index, lookup.vectors[deeper], plan.per_query_k, nprobe,
+                deep_scores, deep_labels = self._search(index, probe.rows(deeper), plan.per_query_k,
                                                         selector.selector, cpu)
                 started = time.thread_time() - cpu["merge"]
                 scores, labels = widen(scores, labels, plan.per_query_k)
@@ -269,15 +275,15 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         threshold = merged.scores[k - 1] if len(merged) >= k else -np.inf
         return np.flatnonzero(full & (scores[:, -1] * weights >= threshold))
 
-    def _search(self, index, vectors: np.ndarray, per_query_k: int, nprobe: int | None,
-                selector, cpu: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """One batched search with per-call nprobe and filters (never set on the shared index, which races)."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    def _search(self, index, probe, per_query_k: int, selector, cpu: dict[str, float]
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """One batched scan of the probed lists with the request's filters (per call: never set on
+        the shared index, which races); ``per_note`` mode scans one history note per call."""
         if self.config.search_mode == "batched":
-            return index.search_labels(vectors, per_query_k, nprobe=nprobe, selector=selector, timings=cpu)
-        parts = [index.search_labels(vectors[row:row + 1], per_query_k, nprobe=nprobe, selector=selector,
-                                     timings=cpu)
-                 for row in range(len(vectors))]
+            return index.search_probe(probe, per_query_k, selector=selector, timings=cpu)
+        parts = [index.search_probe(index.probe(probe.queries[row:row + 1], probe.nprobe, cpu), per_query_k,
+                                    selector=selector, timings=cpu)
+                 for row in range(len(probe.queries))]
         return np.vstack([scores for scores, _ in parts]), np.vstack([labels for _, labels in parts])
 
     def _lookup(self, queries: list[str], model_version: str, remaining: float | None):
