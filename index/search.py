@@ -150,17 +150,23 @@ class LoadedIndex:
             raise InputError("queries hold NaN or infinite values")
         return normalize_rows(queries) if self.manifest_record.normalized else queries
 
-    def probe(self, queries: np.ndarray, nprobe: int | None = None, timings: dict[str, float] | None = None) -> Probe:
+    def effective_nprobe(self, nprobe: int | None = None) -> int:
+        """The nprobe a search runs with: the index's default when None, at most nlist."""
+        nprobe = self.manifest_record.default_nprobe if nprobe is None else nprobe
+        if not isinstance(nprobe, (int, np.integer)) or nprobe <= 0:
+            raise InputError(f"nprobe must be a positive integer, got {nprobe!r}")
+        return int(min(nprobe, self.nlist))
+
+    def probe(self, queries: np.ndarray, nprobe: int | None = None, timings: dict[str, float] | None = None,
+              prepared: bool = False) -> Probe:
         """Prepares queries and picks the lists each one probes (``timings`` gets ``quantizer`` CPU seconds).
 
         A flat coarse quantizer runs as one BLAS product here (``FlatCoarse``); other quantizers run
         FAISS's own search; behind a pre-transform (OPQ, PCA) the index assigns lists inside its search.
+        ``prepared``: the queries already went through ``prepare_queries`` (not normalised twice).
         """
-        nprobe = self.manifest_record.default_nprobe if nprobe is None else nprobe
-        if not isinstance(nprobe, (int, np.integer)) or nprobe <= 0:
-            raise InputError(f"nprobe must be a positive integer, got {nprobe!r}")
-        nprobe = int(min(nprobe, self.nlist))
-        queries = self.prepare_queries(queries)
+        nprobe = self.effective_nprobe(nprobe)
+        queries = queries if prepared else self.prepare_queries(queries)
         if self._pretransformed:
             return Probe(queries, nprobe)
         started = time.thread_time()
