@@ -47,7 +47,7 @@ class Rows:
 
     @classmethod
     def filtered_in_scan(cls, scores: np.ndarray, labels: np.ndarray) -> "Rows":
-        return cls(scores, labels, scores[:, -1], labels[:, -1] >= 0, np.zeros(len(scores), dtype=bool))
+        return cls(scores, labels, scores[:, -1].copy(), labels[:, -1] >= 0, np.zeros(len(scores), dtype=bool))
 
 
 @dataclass
