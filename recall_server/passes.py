@@ -16,7 +16,7 @@ inside the scan, which returns its best ``per_query_k`` accepted notes, as witho
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -63,6 +63,7 @@ class HistorySearch:
     per_note: bool  # one FAISS call per history note (the naive baseline)
     metrics: RecallMetrics
     cpu: dict[str, float]
+    _probe: object = field(default=None, init=False)  # index.search.Probe of every row, once computed
 
     def run(self, k: int, per_query_k: int, strategy: str, weights: np.ndarray) -> Merged:
         depth = shallow_depth(k, per_query_k, len(self.queries), strategy)
@@ -82,8 +83,8 @@ class HistorySearch:
             started = time.thread_time()
             if depth < per_query_k:
                 rows, depth = widen(rows, per_query_k), per_query_k
-            for field in ("scores", "labels", "last", "full", "lost"):
-                getattr(rows, field)[pending] = getattr(deeper, field)
+            for name in ("scores", "labels", "last", "full", "lost"):
+                getattr(rows, name)[pending] = getattr(deeper, name)
             merged = merge(rows.labels, rows.scores, rows.labels >= 0, strategy, k, weights)
         self._add_cpu("merge", started)
         return merged
@@ -131,7 +132,12 @@ class HistorySearch:
         """FAISS searches of some rows (one batched call, or one per row in ``per_note`` mode)."""
         index, cpu = self.index, self.cpu
         if not self.per_note:
-            probe = index.probe(self.queries[which], self.nprobe, cpu, prepared=True)
+            if self._probe is not None:  # a deeper pass: the first pass's lists, not a second assignment
+                probe = self._probe.rows(which)
+            else:
+                probe = index.probe(self.queries[which], self.nprobe, cpu, prepared=True)
+                if len(which) == len(self.queries):
+                    self._probe = probe
             return index.search_probe(probe, depth, selector=selector, timings=cpu)
         parts = [index.search_probe(index.probe(self.queries[row:row + 1], self.nprobe, cpu, prepared=True), depth,
                                     selector=selector, timings=cpu)

@@ -1,7 +1,8 @@
-"""The RecallService servicer: history lookup, one batched ANN search, merge, history exclusion.
+"""The RecallService servicer: validation, history lookup, filters, the searches, the response.
 
-The merge works on the index's int64 labels and only the k survivors are mapped to note ids, so
-a request costs one table round trip, one FAISS call and a few vectorised array passes.
+The searches and the merge (``recall_server/passes.py``) work on the index's int64 labels and only
+the k survivors are mapped to note ids, so a request costs one table round trip, a batched FAISS
+call or two (none for history notes in the neighbour cache) and a few vectorised array passes.
 """
 from __future__ import annotations
 
