@@ -2,12 +2,13 @@
 
 For each size (100k, 1M and 4M notes by default, Flat codes) it builds (once, cached) a table and
 an index with ``i2i index build`` (nlist capped at ``--max-nlist`` so training stays within the
-machine), starts ``i2i serve`` at its defaults and drives it with the closed-loop clients of
+machine), starts ``i2i serve`` at its defaults (mode ``serve``) and without its neighbour cache
+(mode ``nocache``, every history note searched), and drives each with the closed-loop clients of
 ``bench/recall_load.py`` (history 50, k 200, 8 clients). It records QPS, p50/p99, errors, server
 CPU per request, recall@200 against exact search, and the server's resident and peak memory
 (VmRSS / VmHWM), prints a table and writes a PNG plot.
 
-    python bench/recall_cost_curve.py [--sizes 100000,1000000,4000000] [--factory Flat]
+    python bench/recall_cost_curve.py [--sizes 100000,1000000,4000000] [--factory Flat] [--modes serve,nocache]
                                       [--max-nlist 4096] [--duration 8] [--plot docs/recall-cost-curve.png]
 """
 from __future__ import annotations
@@ -34,13 +35,13 @@ def auto_nlist(n: int) -> int:
     return int(max(1, min(2 ** round(math.log2(max(1.0, 4 * math.sqrt(n)))), n // 39)))
 
 
-def measure(cfg: load.BenchConfig) -> dict:
+def measure(cfg: load.BenchConfig, mode: str, truth: list[list[int]]) -> dict:
     index_dir, table_url = load.prepare(cfg)
     histories = load.sample_histories(cfg)
-    truth = load.exact_merged(cfg, histories[:cfg.recall_histories])
-    process, target, metrics_port = load.start_server(cfg, index_dir, table_url, "serve")
+    process, target, metrics_port = load.start_server(cfg, index_dir, table_url, mode)
     try:
         load.wait_serving(target)
+        load.wait_freshness_checked(metrics_port)
         recall = load.measure_recall(cfg, target, histories[:cfg.recall_histories], truth)
         cpu_before = load.cpu_seconds(process.pid)
         figures = load.drive(cfg, target, histories)
@@ -53,19 +54,28 @@ def measure(cfg: load.BenchConfig) -> dict:
             "peak_mb": peak}
 
 
+MODE_LABELS = {"serve": "i2i serve defaults", "nocache": "without the neighbour cache"}
+
+
 def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sizes = [row["notes"] for row in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    modes = list(dict.fromkeys(row["mode"] for row in rows))
     for axis, key, label in zip(axes, ("qps", "p99", "peak_mb"), ("saturated QPS (8 clients)", "p99 ms",
                                                                   "server peak memory MiB")):
-        axis.plot(sizes, [row[key] for row in rows], marker="o")
-        for size, row in zip(sizes, rows):
-            axis.annotate(row["label"], (size, row[key]), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        for mode in modes:
+            mine = [row for row in rows if row["mode"] == mode]
+            axis.plot([row["notes"] for row in mine], [row[key] for row in mine], marker="o",
+                      label=MODE_LABELS.get(mode, mode))
+            if mode == modes[0]:
+                for row in mine:
+                    axis.annotate(row["label"], (row["notes"], row[key]), textcoords="offset points", xytext=(4, 4),
+                                  fontsize=8)
+        axis.legend(fontsize=7)
         axis.set_xscale("log")
         axis.set_xlabel("notes in the index")
         axis.set_title(label)
@@ -85,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--large-from", type=int, default=10_000_000)
     p.add_argument("--max-nlist", type=int, default=4096, help="cap on the builder's ~4 sqrt(n) lists")
     p.add_argument("--data", choices=["tight", "loose"], default="tight")
+    p.add_argument("--modes", default="serve,nocache", help="servers to run at each size (see recall_load.py)")
     p.add_argument("--duration", type=float, default=8.0)
     p.add_argument("--warmup", type=float, default=2.0)
     p.add_argument("--recall-histories", type=int, default=20)
@@ -100,17 +111,20 @@ def main(argv: list[str] | None = None) -> int:
                                factory=factory, duration=args.duration, warmup=args.warmup,
                                recall_histories=args.recall_histories, cache_dir=args.cache_dir)
         started = time.perf_counter()
-        row = {"notes": size, "label": f"{factory}, nlist {cfg.nlist}", **measure(cfg)}
-        rows.append(row)
-        print(f"{size:>10,} notes ({row['label']}): {row['qps']:.1f} QPS, p50 {row['p50']:.2f} ms, p99 "
-              f"{row['p99']:.2f} ms, errors {row['errors']}, server CPU {row['server_cpu_ms']:.2f} ms/request, "
-              f"recall@200 {row['recall']:.4f}, memory {row['rss_mb']:.0f} MiB (peak {row['peak_mb']:.0f}) "
-              f"[{time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}]", flush=True)
+        load.prepare(cfg)
+        truth = load.exact_merged(cfg, load.sample_histories(cfg)[:cfg.recall_histories])
+        for mode in (m for m in args.modes.split(",") if m):
+            row = {"notes": size, "mode": mode, "label": f"{factory}, nlist {cfg.nlist}", **measure(cfg, mode, truth)}
+            rows.append(row)
+            print(f"{size:>10,} notes ({row['label']}, {mode}): {row['qps']:.1f} QPS, p50 {row['p50']:.2f} ms, p99 "
+                  f"{row['p99']:.2f} ms, errors {row['errors']}, server CPU {row['server_cpu_ms']:.2f} ms/request, "
+                  f"recall@200 {row['recall']:.4f}, memory {row['rss_mb']:.0f} MiB (peak {row['peak_mb']:.0f}) "
+                  f"[{time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f}]", flush=True)
     print()
-    print(f"{'notes':>10} {'index':<20} {'QPS':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU ms/req':>10} "
+    print(f"{'notes':>10} {'index':<20} {'mode':<8} {'QPS':>7} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} {'CPU ms/req':>10} "
           f"{'recall':>7} {'RSS MiB':>8} {'peak MiB':>8}")
     for row in rows:
-        print(f"{row['notes']:>10,} {row['label']:<20} {row['qps']:>7.1f} {row['p50']:>7.2f} {row['p99']:>7.2f} "
+        print(f"{row['notes']:>10,} {row['label']:<20} {row['mode']:<8} {row['qps']:>7.1f} {row['p50']:>7.2f} {row['p99']:>7.2f} "
               f"{row['errors']:>6} {row['server_cpu_ms']:>10.2f} {row['recall']:>7.4f} {row['rss_mb']:>8.0f} "
               f"{row['peak_mb']:>8.0f}")
     if rows and args.plot:

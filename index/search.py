@@ -8,13 +8,14 @@ the stored float32 vectors, which is what brings their recall back up to IVF-Fla
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from typing import Callable
 
 import faiss
 import numpy as np
 
 from i2i.core.errors import InputError
+from index.coarse import FlatCoarse
 from index.manifest import Manifest
 from index.version_files import VersionContents
 
@@ -65,6 +66,23 @@ def exact_rerank(queries: np.ndarray, labels: np.ndarray, vectors: np.ndarray, k
     return np.take_along_axis(scores, order, axis=1), np.take_along_axis(np.where(valid, labels, -1), order, axis=1)
 
 
+@dataclass
+class Probe:
+    """Queries prepared for an index and the lists each probes, so a deeper search of some rows
+    later reuses the coarse assignment instead of computing it again."""
+
+    queries: np.ndarray  # float32 (n, dim), normalised when the index is
+    nprobe: int
+    distances: np.ndarray | None = None  # coarse scores (n, nprobe) as FAISS's quantizer gives them
+    lists: np.ndarray | None = None  # int64 (n, nprobe); None: the index assigns lists inside its search
+
+    def rows(self, which: np.ndarray) -> "Probe":
+        """The same probe for a subset of its queries."""
+        return Probe(np.ascontiguousarray(self.queries[which]), self.nprobe,
+                     None if self.distances is None else np.ascontiguousarray(self.distances[which]),
+                     None if self.lists is None else np.ascontiguousarray(self.lists[which]))
+
+
 class LoadedIndex:
     """One verified index version in memory, ready to search from many threads at once.
 
@@ -84,6 +102,10 @@ class LoadedIndex:
         self._on_release = on_release
         self._ivf = faiss.extract_index_ivf(self.index)
         self._nlist = int(self._ivf.nlist)
+        self._pretransformed = isinstance(self.index, faiss.IndexPreTransform)
+        quantizer = faiss.downcast_index(self._ivf.quantizer)
+        self._flat_coarse = FlatCoarse(quantizer) if isinstance(quantizer, faiss.IndexFlat) else None
+        self._plain_ivf_params = not self._pretransformed and not isinstance(quantizer, faiss.IndexHNSW)
 
     # ---- description --------------------------------------------------------------------
     @property
@@ -128,6 +150,79 @@ class LoadedIndex:
             raise InputError("queries hold NaN or infinite values")
         return normalize_rows(queries) if self.manifest_record.normalized else queries
 
+    def effective_nprobe(self, nprobe: int | None = None) -> int:
+        """The nprobe a search runs with: the index's default when None, at most nlist."""
+        nprobe = self.manifest_record.default_nprobe if nprobe is None else nprobe
+        if not isinstance(nprobe, (int, np.integer)) or nprobe <= 0:
+            raise InputError(f"nprobe must be a positive integer, got {nprobe!r}")
+        return int(min(nprobe, self.nlist))
+
+    def probe(self, queries: np.ndarray, nprobe: int | None = None, timings: dict[str, float] | None = None,
+              prepared: bool = False) -> Probe:
+        """Prepares queries and picks the lists each one probes (``timings`` gets ``quantizer`` CPU seconds).
+
+        A flat coarse quantizer runs as one BLAS product here (``FlatCoarse``); other quantizers run
+        FAISS's own search; behind a pre-transform (OPQ, PCA) the index assigns lists inside its search.
+        ``prepared``: the queries already went through ``prepare_queries`` (not normalised twice).
+        """
+        nprobe = self.effective_nprobe(nprobe)
+        queries = queries if prepared else self.prepare_queries(queries)
+        if self._pretransformed:
+            return Probe(queries, nprobe)
+        started = time.thread_time()
+        if self._flat_coarse is not None:
+            distances, lists = self._flat_coarse.search(queries, nprobe)
+        else:
+            params = search_parameters(self.index, nprobe)  # kept alive while its quantizer_params are used
+            quantizer_params = params.quantizer_params
+            distances, lists = (self._ivf.quantizer.search(queries, nprobe, params=quantizer_params)
+                                if quantizer_params is not None else self._ivf.quantizer.search(queries, nprobe))
+        if timings is not None:
+            timings["quantizer"] = timings.get("quantizer", 0.0) + time.thread_time() - started
+        return Probe(queries, nprobe, np.ascontiguousarray(distances, dtype=np.float32),
+                     np.ascontiguousarray(lists, dtype=np.int64))
+
+    def search_probe(self, probe: Probe, k: int, selector: faiss.IDSelector | None = None,
+                     timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Scans the probed lists: (scores, labels) of shape (n, k), best first, -inf / -1 padded.
+
+        ``selector`` (a FAISS IDSelector over the index's ids) leaves out the ids it rejects; lossy
+        codes are re-ranked exactly. ``timings`` gets ``scan`` and ``rerank`` CPU seconds.
+        """
+        if not isinstance(k, (int, np.integer)) or k <= 0:
+            raise InputError(f"k must be a positive integer, got {k!r}")
+        rerank = self.manifest_record.rerank and self.contents.vectors is not None
+        fetch = int(k * self.manifest_record.rerank_factor if rerank else k)
+        n = probe.queries.shape[0]
+        if probe.lists is None or not self._plain_ivf_params:
+            params = search_parameters(self.index, probe.nprobe, selector)
+        else:  # what search_parameters builds for a plain IVF, without looking the index over again
+            params = faiss.SearchParametersIVF(nprobe=probe.nprobe)
+            if selector is not None:
+                params.sel = selector
+        started = time.thread_time()
+        if probe.lists is None:
+            distances, found = self.index.search(probe.queries, fetch, params=params)
+        else:
+            distances = np.empty((n, fetch), dtype=np.float32)
+            found = np.empty((n, fetch), dtype=np.int64)
+            # The C++ call: the Python wrapper of search_preassigned refuses per-call parameters.
+            self._ivf.search_preassigned_c(n, faiss.swig_ptr(probe.queries), fetch, faiss.swig_ptr(probe.lists),
+                                           faiss.swig_ptr(probe.distances), faiss.swig_ptr(distances),
+                                           faiss.swig_ptr(found), False, params)
+        scanned = time.thread_time()
+        if timings is not None:
+            timings["scan"] = timings.get("scan", 0.0) + scanned - started
+        if rerank:
+            distances, found = exact_rerank(probe.queries, found, self.contents.vectors, k, self.manifest_record.metric)
+            if timings is not None:
+                timings["rerank"] = timings.get("rerank", 0.0) + time.thread_time() - scanned
+        elif self.manifest_record.metric == "l2":
+            distances = -distances
+        distances = np.asarray(distances, dtype=np.float32)
+        distances[found < 0] = -np.inf
+        return distances[:, :k], found[:, :k]
+
     def search_labels(self, queries: np.ndarray, k: int, nprobe: int | None = None,
                       batch_size: int = DEFAULT_BATCH, selector: faiss.IDSelector | None = None,
                       timings: dict[str, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -136,56 +231,13 @@ class LoadedIndex:
         given, accumulates this thread's CPU seconds under ``quantizer``, ``scan`` and ``rerank``."""
         if not isinstance(k, (int, np.integer)) or k <= 0:
             raise InputError(f"k must be a positive integer, got {k!r}")
-        nprobe = self.manifest_record.default_nprobe if nprobe is None else nprobe
-        if not isinstance(nprobe, (int, np.integer)) or nprobe <= 0:
-            raise InputError(f"nprobe must be a positive integer, got {nprobe!r}")
-        queries = self.prepare_queries(queries)
-        params = search_parameters(self.index, int(min(nprobe, self.nlist)), selector)
-        rerank = self.manifest_record.rerank and self.contents.vectors is not None
-        fetch = k * self.manifest_record.rerank_factor if rerank else k
-        scores = np.full((queries.shape[0], k), -np.inf, dtype=np.float32)
-        labels = np.full((queries.shape[0], k), -1, dtype=np.int64)
-        for start in range(0, queries.shape[0], batch_size):
-            batch = queries[start:start + batch_size]
-            distances, found = self._search_batch(batch, fetch, params, timings)
-            if rerank:
-                cpu = time.thread_time()
-                distances, found = exact_rerank(batch, found, self.contents.vectors, k, self.manifest_record.metric)
-                if timings is not None:
-                    timings["rerank"] = timings.get("rerank", 0.0) + time.thread_time() - cpu
-            elif self.manifest_record.metric == "l2":
-                distances = -distances
-            distances = np.where(found >= 0, distances, -np.inf)
-            scores[start:start + batch.shape[0]] = distances[:, :k]
-            labels[start:start + batch.shape[0]] = found[:, :k]
-        return scores, labels
-
-    def _search_batch(self, batch: np.ndarray, k: int, params: faiss.SearchParameters,
-                      timings: dict[str, float] | None) -> tuple[np.ndarray, np.ndarray]:
-        """One FAISS search; on a plain IVF index the coarse quantizer runs first on its own
-        (``search_preassigned``), which costs nothing extra and lets the two parts be timed apart."""
-        if timings is None or not isinstance(params, faiss.SearchParametersIVF):
-            return self.index.search(batch, k, params=params)
-        ivf = self._ivf
-        started = time.thread_time()
-        quantizer_params = params.quantizer_params
-        if quantizer_params is not None:
-            coarse_d, coarse_i = ivf.quantizer.search(batch, params.nprobe, params=quantizer_params)
-        else:
-            coarse_d, coarse_i = ivf.quantizer.search(batch, params.nprobe)
-        middle = time.thread_time()
-        n = batch.shape[0]
-        distances = np.empty((n, k), dtype=np.float32)
-        found = np.empty((n, k), dtype=np.int64)
-        coarse_i = np.ascontiguousarray(coarse_i, dtype=np.int64)
-        coarse_d = np.ascontiguousarray(coarse_d, dtype=np.float32)
-        # The C++ call: the Python wrapper of search_preassigned refuses per-call parameters.
-        ivf.search_preassigned_c(n, faiss.swig_ptr(batch), k, faiss.swig_ptr(coarse_i), faiss.swig_ptr(coarse_d),
-                                 faiss.swig_ptr(distances), faiss.swig_ptr(found), False, params)
-        ended = time.thread_time()
-        timings["quantizer"] = timings.get("quantizer", 0.0) + middle - started
-        timings["scan"] = timings.get("scan", 0.0) + ended - middle
-        return distances, found
+        queries = np.asarray(queries)
+        parts = [self.search_probe(self.probe(queries[start:start + batch_size], nprobe, timings), k, selector,
+                                   timings)
+                 for start in range(0, max(len(queries), 1), batch_size)]
+        if len(parts) == 1:
+            return parts[0]
+        return np.vstack([scores for scores, _ in parts]), np.vstack([labels for _, labels in parts])
 
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None,
                batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, list[list[str]]]:

@@ -59,6 +59,9 @@ def serve_parser() -> ArgumentParser:
                         "in the index; newest embedded_at); default: %(default)s")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0 = any)")
     p.add_argument("--workers", type=int, default=defaults.workers, help="request threads (default: %(default)s)")
+    p.add_argument("--neighbour-cache-mb", type=float, default=defaults.neighbour_cache_mb,
+                   help="memory for the history notes' neighbour lists, per index version (0 = off; "
+                        "default: %(default)s)")
     p.add_argument("--search-threads", type=int, default=defaults.search_threads,
                    help="FAISS threads per search (default: %(default)s)")
     p.add_argument("--grace", type=float, default=defaults.grace_seconds,
@@ -79,7 +82,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_key=args.tls_key, auth_tokens=read_tokens(args.auth_tokens_file) if args.auth_tokens_file else (),
         table_timeout_seconds=args.table_timeout, reload_interval_seconds=args.reload_interval, reload_retry_seconds=args.reload_retry,
         freshness_interval_seconds=args.freshness_interval,
-        metrics_port=args.metrics_port, workers=args.workers, search_threads=args.search_threads,
+        metrics_port=args.metrics_port, workers=args.workers, neighbour_cache_mb=args.neighbour_cache_mb,
+        search_threads=args.search_threads,
         grace_seconds=args.grace, access_log=args.access_log,
     ).validate()
 

@@ -45,6 +45,9 @@ class ServerConfig:
     freshness_interval_seconds: float = 60.0  # how often the table-side freshness gauges are recomputed
     metrics_port: int | None = None
     workers: int = 8
+    # Memory for history notes' unfiltered neighbour lists, per index version (0 = no cache); an entry
+    # is about 0.8 KB for 64-d vectors at the first pass's depth of 32 (recall_server/neighbours.py).
+    neighbour_cache_mb: float = 256.0
     search_threads: int = 1  # FAISS threads per search; requests already run in parallel
     grace_seconds: float = 10.0  # SIGTERM: how long requests in flight may take to finish
     access_log: bool = False  # one JSON line per request at INFO
@@ -74,6 +77,8 @@ class ServerConfig:
             raise InputError(f"--recency-half-life must be positive, got {self.recency_half_life}")
         if self.nprobe is not None and not 0 < self.nprobe <= self.max_nprobe:
             raise InputError(f"--nprobe must be in 1..{self.max_nprobe} (--max-nprobe), got {self.nprobe}")
+        if self.neighbour_cache_mb < 0:
+            raise InputError(f"--neighbour-cache-mb must be 0 (off) or positive, got {self.neighbour_cache_mb}")
         if self.max_exclude < 0:
             raise InputError(f"--max-exclude must not be negative, got {self.max_exclude}")
         if self.table_timeout_seconds <= 0:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from recall_server.metrics import LATENCY_BUCKETS
 
 LABELS = ("grpc_type", "grpc_service", "grpc_method")
+WRAPPED_MEMO = 64
 
 
 def split_method(full_method: str) -> tuple[str, str]:
@@ -32,12 +33,25 @@ class GrpcServerMetrics(grpc.ServerInterceptor):
                                LABELS + ("grpc_code",), registry=registry)
         self.seconds = Histogram("grpc_server_handling_seconds", "Time from start to completion of an RPC",
                                  LABELS, buckets=LATENCY_BUCKETS, registry=registry)
+        self._wrapped: dict = {}
+        self._handled: dict = {}  # (labels, code) -> its child counter
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None:
             return None
-        service, method = split_method(handler_call_details.method)
+        # gRPC asks for the handler on every call; the wrapped one is built once per method and
+        # handler (a refused call's handler is new each time, so the memo is bounded).
+        key = (handler_call_details.method, handler)
+        wrapped = self._wrapped.get(key)
+        if wrapped is None:
+            wrapped = self._wrap(handler_call_details.method, handler)
+            if len(self._wrapped) < WRAPPED_MEMO:
+                self._wrapped[key] = wrapped
+        return wrapped
+
+    def _wrap(self, full_method: str, handler):
+        service, method = split_method(full_method)
         kind = {(False, False): "unary", (False, True): "server_stream", (True, False): "client_stream",
                 (True, True): "bidi_stream"}[(handler.request_streaming, handler.response_streaming)]
         labels = (kind, service, method)
@@ -54,32 +68,39 @@ class GrpcServerMetrics(grpc.ServerInterceptor):
         return factory(wrapped, request_deserializer=handler.request_deserializer,
                        response_serializer=handler.response_serializer)
 
-    def _finish(self, labels: tuple[str, str, str], context, started: float, failed: bool) -> None:
+    def _finish(self, labels: tuple[str, str, str], seconds, context, started: float, failed: bool) -> None:
         code = context.code() if hasattr(context, "code") else None
         if code is None:
             code = grpc.StatusCode.UNKNOWN if failed else grpc.StatusCode.OK
-        self.handled.labels(*labels, code.name).inc()
-        self.seconds.labels(*labels).observe(time.perf_counter() - started)
+        handled = self._handled.get((labels, code))
+        if handled is None:
+            handled = self._handled[(labels, code)] = self.handled.labels(*labels, code.name)
+        handled.inc()
+        seconds.observe(time.perf_counter() - started)
 
     def _unary(self, behavior, labels):
+        started_total, seconds = self.started.labels(*labels), self.seconds.labels(*labels)  # resolved once
+
         def wrapper(request, context):
-            self.started.labels(*labels).inc()
+            started_total.inc()
             started, failed = time.perf_counter(), True
             try:
                 response = behavior(request, context)
                 failed = False
                 return response
             finally:
-                self._finish(labels, context, started, failed)
+                self._finish(labels, seconds, context, started, failed)
         return wrapper
 
     def _streaming(self, behavior, labels):
+        started_total, seconds = self.started.labels(*labels), self.seconds.labels(*labels)
+
         def wrapper(request, context):
-            self.started.labels(*labels).inc()
+            started_total.inc()
             started, failed = time.perf_counter(), True
             try:
                 yield from behavior(request, context)
                 failed = False
             finally:
-                self._finish(labels, context, started, failed)
+                self._finish(labels, seconds, context, started, failed)
         return wrapper

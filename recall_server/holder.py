@@ -19,6 +19,7 @@ from recall_server.logs import log_event
 from recall_server.metrics import RecallMetrics
 
 logger = logging.getLogger("recall_server.holder")
+FULL_RECOUNT = 10  # freshness checks without a change before the notes not indexed are counted anyway
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,9 @@ class IndexHolder:
         self.retry_seconds = retry_seconds
         self.freshness_seconds = freshness_seconds
         self._freshness_at = 0.0
+        self._freshness_changes: tuple | None = None  # (version, table count, table newest) last counted
+        self._recounts_skipped = 0
+        self._not_indexed: int | None = None
         self._current: ServedIndex | None = None
         self._failed_at: dict[str, float] = {}
         self._swap_listeners: list[Callable[[ServedIndex], None]] = []
@@ -122,24 +126,33 @@ class IndexHolder:
 
         Notes not yet indexed: ids of the served model version in the table that the index lacks.
         Newest embedded_at: from tables that keep it per row (Parquet); NaN for others (Redis).
+        Counting the notes not indexed reads every id of the table (1.3 s of CPU for 1M notes, 7 s
+        for 4M, taken from the requests), so it is done again only when the served version, the
+        table's count or its newest embedded_at changed, and at least every ``FULL_RECOUNT`` checks.
         """
         served = self._current
         if served is None:
             return
         created = parse_time(manifest_field(served.index.manifest, "created_at")) or served.loaded_at
         try:
-            in_table = self.table.has_ids(served.model_version)
-            ids = served.index.ids
-            not_indexed = sum(1 for note_id in in_table if note_id not in ids)
             newest = None
             newest_of = getattr(self.table, "newest_embedded_at", None)
             if newest_of is not None:
                 newest = newest_of(served.model_version, not_after=created + 1.0)
+            changes = (served.version, self.table.count(served.model_version),
+                       newest_of(served.model_version) if newest_of is not None else None)
+            if changes != self._freshness_changes or self._recounts_skipped >= FULL_RECOUNT:
+                ids = served.index.ids
+                self._not_indexed = sum(1 for note_id in self.table.has_ids(served.model_version)
+                                        if note_id not in ids)
+                self._freshness_changes, self._recounts_skipped = changes, 0
+            else:
+                self._recounts_skipped += 1
         except Exception as exc:  # a table that is down leaves the last figures in place
             log_event(logger, logging.WARNING, "freshness_check_failed", error=f"{type(exc).__name__}: {exc}")
             return
         self._freshness_at = time.monotonic()
-        self.metrics.freshness(created, newest, not_indexed, time.time())
+        self.metrics.freshness(created, newest, self._not_indexed, time.time())
 
     def _read_current(self) -> str | None:
         try:

@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 STRATEGIES = ("max", "sum", "round_robin")
+BEST_ENTRIES = 4  # ``max`` first sorts only the best BEST_ENTRIES * limit entries
 
 
 @dataclass
@@ -58,17 +59,24 @@ def merge(keys: np.ndarray, scores: np.ndarray, valid: np.ndarray, strategy: str
     if keys.ndim != 2 or keys.shape != scores.shape or keys.shape != valid.shape:
         raise ValueError(f"keys, scores and valid must share one 2-D shape, got {keys.shape}, {scores.shape}, {valid.shape}")
     rows = keys.shape[0]
+    if limit <= 0:
+        return _empty(keys.dtype)
     if weights is None:
-        weights = np.ones(rows, dtype=np.float32)
-    weighted = scores * np.asarray(weights, dtype=np.float32)[:, None]
-    if limit <= 0 or not valid.any():
+        weighted = scores
+    else:
+        weighted = scores * np.asarray(weights, dtype=np.float32)[:, None]
+    if strategy == "max":
+        positions = np.flatnonzero(valid)  # row-major, so ties keep the order of the rows
+        if not positions.size:
+            return _empty(keys.dtype)
+        flat_keys, flat_scores = keys.ravel()[positions], weighted.ravel()[positions]
+        chosen = _max_of_entries(flat_keys, flat_scores, limit)
+        return Merged(keys=flat_keys[chosen], scores=flat_scores[chosen],
+                      sources=positions[chosen] // keys.shape[1])
+    if not valid.any():
         return _empty(keys.dtype)
     if strategy == "round_robin":
         return _round_robin(keys, weighted, valid, limit)
-    if strategy == "max":
-        quick = _max_from_best_entries(keys, weighted, valid, limit)
-        if quick is not None:
-            return quick
     flat_rows = np.broadcast_to(np.arange(rows)[:, None], keys.shape)[valid]
     flat_keys, flat_scores = keys[valid], weighted[valid]
     best_first = np.argsort(-flat_scores, kind="stable")
@@ -76,40 +84,32 @@ def merge(keys: np.ndarray, scores: np.ndarray, valid: np.ndarray, strategy: str
     # entry is its best score, and codes rise one at a time: a first entry lifts the running max.
     codes, uniques = pd.factorize(flat_keys[best_first])
     first_entry = best_first[np.diff(np.maximum.accumulate(codes), prepend=-1) > 0]  # indexed by code
-    if strategy == "max":
-        chosen = first_entry[:limit]  # already in descending order of best score
-        return Merged(keys=flat_keys[chosen], scores=flat_scores[chosen].astype(np.float32),
-                      sources=flat_rows[chosen].astype(np.int64))
     totals = np.bincount(codes, weights=flat_scores[best_first], minlength=len(uniques)).astype(np.float32)
     ranked = np.argsort(-totals, kind="stable")[:limit]
     chosen = first_entry[ranked]
     return Merged(keys=flat_keys[chosen], scores=totals[ranked], sources=flat_rows[chosen].astype(np.int64))
 
 
-def _max_from_best_entries(keys: np.ndarray, weighted: np.ndarray, valid: np.ndarray, limit: int) -> Merged | None:
-    """``max`` merging from the best few entries only, or None when they hold fewer than ``limit`` keys.
+def _max_of_entries(keys: np.ndarray, scores: np.ndarray, limit: int) -> np.ndarray:
+    """Positions of the ``limit`` distinct keys with the best scores, each at its best entry, best first.
 
-    Any key outside the best M entries scores at most the M-th best score, so when those M entries
-    already hold ``limit`` distinct keys, their best ``limit`` are the answer. With M = 4 * limit a
-    50 x 200 merge sorts 800 entries instead of 10,000 (0.08 ms instead of 1.2 ms).
+    Only the best M = 4 * limit entries are sorted when they already hold ``limit`` distinct keys
+    (any key outside them scores at most the M-th best score): a 50 x 200 merge sorts 800 entries
+    instead of 10,000. Ties keep the order of the entries (rows first).
     """
-    width = keys.shape[1]
-    flat_scores = np.where(valid, weighted, -np.inf).ravel()
-    count = 4 * limit
-    if count >= flat_scores.size:
-        return None
-    threshold = -np.partition(-flat_scores, count - 1)[count - 1]
-    if not np.isfinite(threshold):
-        return None
-    best = np.flatnonzero(flat_scores >= threshold)  # every entry tied at the threshold too
-    best = best[np.argsort(-flat_scores[best], kind="stable")]  # best first, ties in row order like the full path
-    flat_keys = keys.ravel()
-    _, first = np.unique(flat_keys[best], return_index=True)
-    if len(first) < limit:
-        return None
-    chosen = best[np.sort(first)[:limit]]
-    return Merged(keys=flat_keys[chosen], scores=flat_scores[chosen].astype(np.float32),
-                  sources=(chosen // width).astype(np.int64))
+    count = BEST_ENTRIES * limit
+    if count < scores.size:
+        threshold = np.partition(scores, scores.size - count)[scores.size - count]
+        best = np.flatnonzero(scores >= threshold)  # every entry tied at the threshold too
+        order = best[np.argsort(-scores[best], kind="stable")]
+        _, first = np.unique(keys[order], return_index=True)
+        if len(first) >= limit:
+            first.sort()
+            return order[first[:limit]]
+    order = np.argsort(-scores, kind="stable")
+    _, first = np.unique(keys[order], return_index=True)
+    first.sort()
+    return order[first[:limit]]
 
 
 def _round_robin(keys: np.ndarray, weighted: np.ndarray, valid: np.ndarray, limit: int) -> Merged:

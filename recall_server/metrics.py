@@ -37,8 +37,16 @@ class RecallMetrics:
                                           registry=r)
         self.deeper_searches = Counter("i2i_recall_deeper_searches",
                                        "History notes searched a second time at full depth (max merge)", registry=r)
+        self.neighbour_cache_hits = Counter("i2i_recall_neighbour_cache_hits",
+                                            "History notes whose neighbours came from the neighbour cache",
+                                            registry=r)
+        self.neighbour_cache_misses = Counter("i2i_recall_neighbour_cache_misses",
+                                              "History notes searched because the neighbour cache lacked them",
+                                              registry=r)
+        self.neighbour_cache_entries = Gauge("i2i_recall_neighbour_cache_entries",
+                                             "Neighbour lists held by the neighbour caches", registry=r)
         self.cpu = Counter("i2i_recall_cpu_seconds", "CPU seconds of the request threads by stage (lookup, "
-                           "quantizer, scan, rerank, merge, response); the rest of the process's CPU is gRPC "
+                           "cache, quantizer, scan, rerank, merge, response); the rest of the process's CPU is gRPC "
                            "and protobuf", ["stage"], registry=r)
         self.unauthenticated = Counter("i2i_recall_unauthenticated", "Calls refused for a missing or bad token",
                                        ["method"], registry=r)
@@ -57,6 +65,8 @@ class RecallMetrics:
                                  registry=r)
         self.freshness_checked = Gauge("i2i_recall_freshness_checked_timestamp_seconds",
                                        "When the table-side freshness gauges were last computed", registry=r)
+        # Labelled children resolved once (``labels()`` takes a lock and builds a key on every call).
+        self._children: dict[tuple[str, str], object] = {}
         for gauge in (self.index_created, self.newest_embedded, self.not_indexed):
             gauge.set(float("nan"))  # unknown until the first check, never a misleading 0
 
@@ -82,10 +92,22 @@ class RecallMetrics:
 
     def stage_cpu(self, seconds: dict[str, float]) -> None:
         for stage, value in seconds.items():
-            self.cpu.labels(stage=stage).inc(value)
+            child = self._children.get(("cpu", stage))
+            if child is None:
+                child = self._children[("cpu", stage)] = self.cpu.labels(stage=stage)
+            child.inc(value)
+
+    def neighbour_cache(self, hits: int, misses: int) -> None:
+        if hits:
+            self.neighbour_cache_hits.inc(hits)
+        if misses:
+            self.neighbour_cache_misses.inc(misses)
 
     def finished(self, code: str, seconds: float) -> None:
-        self.requests.labels(code=code).inc()
+        child = self._children.get(("requests", code))
+        if child is None:
+            child = self._children[("requests", code)] = self.requests.labels(code=code)
+        child.inc()
         if code != "OK":
             self.errors.labels(code=code).inc()
         self.latency.observe(seconds)

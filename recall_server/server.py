@@ -18,6 +18,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from index.native_threads import limit_blas_threads, limit_omp_threads
 from recall_server.auth import BearerTokenInterceptor
 from recall_server.config import ServerConfig
 from recall_server.grpc_metrics import GrpcServerMetrics
@@ -68,8 +69,10 @@ class RecallServer:
         options = [("grpc.max_receive_message_length", config.max_message_bytes),
                    ("grpc.max_send_message_length", config.max_message_bytes),
                    ("grpc.so_reuseport", 0)]
-        self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="recall"),
-                                 interceptors=interceptors, options=options)
+        # Every request thread caps its own OpenMP team (the setting is per thread).
+        pool = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="recall",
+                                          initializer=limit_omp_threads, initargs=(config.search_threads,))
+        self._grpc = grpc.server(pool, interceptors=interceptors, options=options)
         self.service = RecallService(config, self.holder, table, self.metrics)
         add_to_server(self.service, self._grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self._grpc)
@@ -102,12 +105,8 @@ class RecallServer:
         return host_port(self.config.host, self.port)
 
     def start(self) -> "RecallServer":
-        try:
-            import faiss
-
-            faiss.omp_set_num_threads(self.config.search_threads)
-        except ImportError:
-            pass
+        limit_blas_threads(self.config.search_threads)
+        limit_omp_threads(self.config.search_threads)
         self.holder.on_swap(self._index_swapped)
         self._grpc.start()
         self.holder.start()

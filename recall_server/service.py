@@ -1,7 +1,8 @@
-"""The RecallService servicer: history lookup, one batched ANN search, merge, history exclusion.
+"""The RecallService servicer: validation, history lookup, filters, the searches, the response.
 
-The merge works on the index's int64 labels and only the k survivors are mapped to note ids, so
-a request costs one table round trip, one FAISS call and a few vectorised array passes.
+The searches and the merge (``recall_server/passes.py``) work on the index's int64 labels and only
+the k survivors are mapped to note ids, so a request costs one table round trip, a batched FAISS
+call or two (none for history notes in the neighbour cache) and a few vectorised array passes.
 """
 from __future__ import annotations
 
@@ -20,8 +21,10 @@ from recall_server.config import ServerConfig
 from recall_server.filters import FreshnessBitmaps, build_selector
 from recall_server.holder import IndexHolder
 from recall_server.logs import log_event
-from recall_server.merge import merge, recency_weights
+from recall_server.merge import recency_weights
 from recall_server.metrics import RecallMetrics
+from recall_server.neighbours import NeighbourCaches
+from recall_server.passes import HistorySearch
 from recall_server.stubs import recall_pb2, recall_pb2_grpc
 
 logger = logging.getLogger("recall_server.service")
@@ -149,6 +152,8 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         self._lookups = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lookup")
         self._local_table = str(getattr(table, "url", "")).startswith("parquet:")
         self._fresh = FreshnessBitmaps()
+        self._neighbours = NeighbourCaches(int(config.neighbour_cache_mb * 1e6))
+        metrics.neighbour_cache_entries.set_function(self._neighbours.entries)
 
     def close(self) -> None:
         self._lookups.shutdown(wait=False, cancel_futures=True)
@@ -188,7 +193,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         if plan.truncated:
             self.metrics.history_truncated.inc()
         ensure_active(context)
-        cpu = {}
+        cpu: dict[str, float] = {}
         started = time.thread_time()
         lookup = self._lookup(plan.queries, served.model_version, context.time_remaining())
         cpu["lookup"] = time.thread_time() - started
@@ -199,6 +204,11 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         if not lookup.found_ids:
             return response
         ensure_active(context)
+        return self._search_and_merge(plan, served, lookup, response, context, cpu)
+
+    def _search_and_merge(self, plan: RecallPlan, served, lookup, response: recall_pb2.RecallResponse,
+                          context, cpu: dict[str, float]) -> recall_pb2.RecallResponse:
+        """Filters, coarse assignment, scan, merge and the response."""
         index = served.index
         excluded_labels = index.ids.lookup(list(plan.excluded)) if plan.excluded else np.empty(0, np.int64)
         excluded_labels = excluded_labels[excluded_labels >= 0]
@@ -211,27 +221,18 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
                                   "(build or update it with --notes)")
             fresh, _accepted = self._fresh.get(served.version, published, plan.published_after_ms)
         selector = build_selector(excluded_labels, fresh)
-        nprobe = plan.nprobe or self.config.nprobe
+        nprobe = index.effective_nprobe(plan.nprobe or self.config.nprobe)
         position = {note_id: i for i, note_id in enumerate(plan.queries)}
         weights = recency_weights([position[note_id] for note_id in lookup.found_ids], self.config.recency_half_life)
-        shallow = self._shallow_k(plan, len(lookup.found_ids))
-        scores, labels = self._search(index, lookup.vectors, shallow, nprobe, selector.selector, cpu)
+        cached = self._neighbours.enabled and fresh is None and self.config.merge == "max" \
+            and self.config.search_mode == "batched"  # a selective freshness filter would empty cached lists
+        search = HistorySearch(index=index, queries=index.prepare_queries(lookup.vectors), nprobe=nprobe,
+                               selector=selector.selector, excluded=excluded_labels,
+                               cache=self._neighbours.of(index) if cached else None,
+                               per_note=self.config.search_mode == "per_note", metrics=self.metrics, cpu=cpu)
+        merged = search.run(plan.k, plan.per_query_k, self.config.merge, weights)
         ensure_active(context)
-        started = time.thread_time()
-        merged = merge(labels, scores, labels >= 0, self.config.merge, plan.k, weights)
-        if shallow < plan.per_query_k:
-            deeper = self._saturated_rows(scores, labels, weights, merged, plan.k)
-            if deeper.size:  # rows whose unseen neighbours could still enter the top k: search them deeper
-                self.metrics.deeper_searches.inc(int(deeper.size))
-                cpu["merge"] = time.thread_time() - started
-                deep_scores, deep_labels = self._search(index, lookup.vectors[deeper], plan.per_query_k, nprobe,
-                                                        selector.selector, cpu)
-                started = time.thread_time() - cpu["merge"]
-                scores, labels = widen(scores, labels, plan.per_query_k)
-                scores[deeper], labels[deeper] = deep_scores, deep_labels
-                merged = merge(labels, scores, labels >= 0, self.config.merge, plan.k, weights)
         merged_at = time.thread_time()
-        cpu["merge"] = merged_at - started
         kept = slice(0, min(len(merged), plan.k))
         note_ids = index.ids.note_ids_of(merged.keys[kept]).tolist()
         found_ids = lookup.found_ids
@@ -241,44 +242,6 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         cpu["response"] = time.thread_time() - merged_at
         self.metrics.stage_cpu(cpu)
         return response
-
-    def _shallow_k(self, plan: RecallPlan, rows: int) -> int:
-        """Neighbours fetched per history note on the first pass of a ``max`` merge.
-
-        A merge of many history notes takes a few notes from each (k 200 over 50 notes: about 4),
-        but a FAISS search pays for its k-deep result heaps on every query: 50 queries x k 200 cost
-        2.5x what 50 x 20 do at nprobe 1. So the first pass asks for ``max(32, 2 k / rows)``, and only
-        the rows that could hold more of the top k are searched again at full depth.
-        """
-        if self.config.merge != "max" or rows <= 1:
-            return plan.per_query_k
-        return min(plan.per_query_k, max(SHALLOW_MIN, -(-2 * plan.k // rows)))
-
-    @staticmethod
-    def _saturated_rows(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, merged, k: int) -> np.ndarray:
-        """Rows that returned a full list whose last (weighted) score still reaches the merged top k.
-
-        Any neighbour a row did not return scores at most its last returned one, so a row whose last
-        score is below the k-th merged score (or whose list is not full: the probed lists hold no
-        more) cannot change the result; the others are searched again at full depth, which keeps
-        the merge exact.
-        """
-        full = labels[:, -1] >= 0
-        if not full.any():
-            return np.empty(0, dtype=np.int64)
-        threshold = merged.scores[k - 1] if len(merged) >= k else -np.inf
-        return np.flatnonzero(full & (scores[:, -1] * weights >= threshold))
-
-    def _search(self, index, vectors: np.ndarray, per_query_k: int, nprobe: int | None,
-                selector, cpu: dict[str, float]) -> tuple[np.ndarray, np.ndarray]:
-        """One batched search with per-call nprobe and filters (never set on the shared index, which races)."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.config.search_mode == "batched":
-            return index.search_labels(vectors, per_query_k, nprobe=nprobe, selector=selector, timings=cpu)
-        parts = [index.search_labels(vectors[row:row + 1], per_query_k, nprobe=nprobe, selector=selector,
-                                     timings=cpu)
-                 for row in range(len(vectors))]
-        return np.vstack([scores for scores, _ in parts]), np.vstack([labels for _, labels in parts])
 
     def _lookup(self, queries: list[str], model_version: str, remaining: float | None):
         budget = self.config.table_timeout_seconds
@@ -298,17 +261,6 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
             if MODEL_VERSION_MISMATCH is not None and isinstance(exc, MODEL_VERSION_MISMATCH):
                 raise RecallAbort(grpc.StatusCode.FAILED_PRECONDITION, str(exc)) from exc
             raise
-
-
-SHALLOW_MIN = 32
-
-
-def widen(scores: np.ndarray, labels: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Search results padded on the right to ``width`` columns (score -inf, label -1)."""
-    wide_scores = np.full((scores.shape[0], width), -np.inf, dtype=np.float32)
-    wide_labels = np.full((labels.shape[0], width), -1, dtype=np.int64)
-    wide_scores[:, :scores.shape[1]], wide_labels[:, :labels.shape[1]] = scores, labels
-    return wide_scores, wide_labels
 
 
 def ensure_active(context) -> None:

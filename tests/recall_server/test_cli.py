@@ -51,6 +51,9 @@ def test_serve_refuses_bad_options(corpus, capsys):
     assert i2i_main(["serve", "--index-dir", str(corpus.index_dir), "--table", corpus.table_url,
                      "--tls-cert", "cert.pem"]) == 2
     assert "TLS needs both --tls-cert and --tls-key" in capsys.readouterr().err
+    assert i2i_main(["serve", "--index-dir", str(corpus.index_dir), "--table", corpus.table_url,
+                     "--neighbour-cache-mb", "-1"]) == 2
+    assert "--neighbour-cache-mb must be 0 (off) or positive" in capsys.readouterr().err
 
 
 def test_serve_process_drains_requests_in_flight_on_sigterm(corpus, redis_server, tmp_path):

@@ -158,3 +158,13 @@ def test_freshness_gauges_follow_the_table(corpus, start_server):
     while "i2i_recall_table_notes_not_indexed 5.0" not in scrape(running) and time.time() < deadline:
         time.sleep(0.05)
     assert "i2i_recall_table_notes_not_indexed 5.0" in scrape(running)
+    # One note in, one indexed note out between two checks: the table's count stays, its newest
+    # write moves, and the count of notes not indexed (only redone when something changed) follows.
+    holder = running.server.holder
+    holder.freshness_seconds = 3600.0  # no check by the watcher in between
+    holder.refresh_freshness()
+    with open_table(corpus.table_url) as table:
+        table.put_many(["new5"], fresh[:1], "m1")
+        assert table.delete_many(["n000"], "m1") == 1
+    holder.refresh_freshness()
+    assert "i2i_recall_table_notes_not_indexed 6.0" in scrape(running)
