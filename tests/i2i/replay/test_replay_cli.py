@@ -1,7 +1,14 @@
-"""Bad input to ``i2i eval replay`` stops before anything is built, with one line naming the problem."""
+"""Bad input to ``i2i eval replay`` stops before anything is built, with one line naming the problem;
+the command line turns its options into the typed ``ReplayConfig`` and nothing else."""
+import datetime as dt
+import json
+from pathlib import Path
+
 import pytest
 
 from i2i.app.cli import main
+from i2i.app.replay.cli import config_from_argv
+from i2i.app.replay.config import ReplayConfig
 from i2i.core.io import write_events_by_day, write_table
 
 from .test_scoring import tables
@@ -12,6 +19,7 @@ def data(tmp_path):
     notes, events = tables()
     write_table(notes, tmp_path / "data" / "notes")
     write_events_by_day(events, tmp_path / "data" / "events")
+    (tmp_path / "unknown_key.json").write_text(json.dumps({"train": {"stepz": 3}}))
     return tmp_path / "data"
 
 
@@ -22,8 +30,16 @@ def data(tmp_path):
     (["--day", "2026-11-05", "--channels", "trained,bogus"], "unknown ['bogus']"),
     (["--day", "2026-11-05", "--deletes", "{tmp}/missing.txt"], "deletes not found"),
     (["--day", "2026-11-05", "--delete-random", "99"], "only 4 notes before"),
-    (["--day", "2026-11-05", "--span", "0"], "at least one day"),
-    (["--day", "05/11/2026"], "invalid fromisoformat value"),
+    (["--day", "2026-11-05", "--delete-random", "-1"], "argument --delete-random: must be a non-negative integer"),
+    (["--day", "2026-11-05", "--span", "0"], "argument --span: must be a positive integer"),
+    (["--day", "05/11/2026"], "argument --day: must be a day as YYYY-MM-DD"),
+    (["--day", "2026-11-05", "--steps", "0"], "argument --steps: must be a positive integer"),
+    (["--day", "2026-11-05", "--batch-size", "1"], "argument --batch-size: must be at least 2"),
+    (["--day", "2026-11-05", "--train-config", "{tmp}/missing.json"], "missing.json: no such file"),
+    (["--day", "2026-11-05", "--train-config", "{tmp}/unknown_key.json"],
+     "the training recipe: unknown config key(s) stepz in train"),
+    (["--day", "2026-11-05", "--checkpoint", "{tmp}"], "is not a checkpoint directory (no meta.json)"),
+    (["--day", "2026-11-05", "--backbone", "huge"], "argument --backbone: invalid choice"),
 ])
 def test_bad_input_exits_2_with_a_reason(data, tmp_path, capsys, args, message):
     argv = ["eval", "replay", "--data", str(data), "--out", str(tmp_path / "out")]
@@ -31,3 +47,30 @@ def test_bad_input_exits_2_with_a_reason(data, tmp_path, capsys, args, message):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_options_become_the_typed_config():
+    config = config_from_argv(["--data", "d", "--day", "2026-11-21", "--channels", "oracle,trained",
+                               "--train-config", "r.json", "--llm-layers", "3", "--json", "t.json"])
+    assert config.day == dt.date(2026, 11, 21) and config.data == Path("d")
+    assert config.channels == ("trained", "oracle")  # table order
+    assert config.json_path == Path("t.json") and config.command.startswith("i2i eval replay --data d")
+    # the recipe decides steps and batch size unless they are given: only given options reach the job
+    job = config.train_job("notes", "pairs", "out")
+    assert (job.steps, job.batch_size, job.llm_layers, job.config) == (None, None, 3, "r.json")
+    assert (job.variant, job.backbone) == ("notellm2", "offline")
+    given = config_from_argv(["--data", "d", "--day", "2026-11-21", "--steps", "7", "--batch-size", "4"])
+    assert (given.train_job("n", "p", "o").steps, given.train_job("n", "p", "o").batch_size) == (7, 4)
+    # defaults of the command line are the config's own
+    plain = config_from_argv(["--data", "d", "--day", "2026-11-21"])
+    assert plain == ReplayConfig(Path("d"), dt.date(2026, 11, 21), command=plain.command)
+
+
+def test_the_recipe_without_options_is_the_presets(data, tmp_path):
+    """No --steps/--batch-size: training runs the backbone's preset (cpu_offline: 200 steps of 8)."""
+    from embedding.train_cli import build_run_config
+
+    run = build_run_config(ReplayConfig(data, dt.date(2026, 11, 5)).train_job("n", "p", "o"))
+    recipe = json.loads((Path(__file__).resolve().parents[3] / "embedding/configs/cpu_offline.json").read_text())
+    assert (run.train.steps, run.train.batch_size) == (recipe["train"]["steps"], recipe["train"]["batch_size"])
+    assert run.model.llm.num_layers == recipe["model"]["llm"]["num_layers"]
