@@ -8,10 +8,12 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
+from collections.abc import Sequence as SequenceABC
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import islice
 from pathlib import Path
-from typing import Iterable, Protocol, Sequence
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import grpc
 import pyarrow as pa
@@ -130,10 +132,35 @@ class PopularityChannel:
 
     def recall(self, cases: Sequence[UserCase], k: int) -> dict[str, list[str]]:
         out = {}
-        for case in cases:
+        for case in cases:  # the first k notes outside the history, without walking the whole ranking
             seen = set(case.history)
-            out[case.user_id] = [note for note in self.ranked if note not in seen][:k]
+            out[case.user_id] = list(islice((note for note in self.ranked if note not in seen), k))
         return out
+
+
+class Remaining(SequenceABC):
+    """``items`` less the entries at ``skipped`` positions, without copying ``items``: a view that
+    ``random.sample`` draws from exactly as from the list it stands for."""
+
+    def __init__(self, items: Sequence[str], skipped: Iterable[int]) -> None:
+        self.items = items
+        self.skipped = sorted(set(skipped))
+
+    def __len__(self) -> int:
+        return len(self.items) - len(self.skipped)
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        for position in self.skipped:  # each skipped position at or before the target shifts it by one
+            if position > index:
+                break
+            index += 1
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[str]:
+        skipped = set(self.skipped)
+        return (item for position, item in enumerate(self.items) if position not in skipped)
 
 
 @dataclass
@@ -147,10 +174,12 @@ class RandomChannel:
 
     def recall(self, cases: Sequence[UserCase], k: int) -> dict[str, list[str]]:
         rng = random.Random(self.seed)
+        positions: dict[str, list[int]] = defaultdict(list)
+        for position, note in enumerate(self.catalogue):
+            positions[note].append(position)
         out = {}
-        for case in cases:
-            seen = set(case.history)
-            pool = [note for note in self.catalogue if note not in seen]
+        for case in cases:  # the catalogue less the user's history, as a view rather than a copy per user
+            pool = Remaining(self.catalogue, (p for note in set(case.history) for p in positions.get(note, ())))
             out[case.user_id] = rng.sample(pool, min(k, len(pool)))
         return out
 
