@@ -9,7 +9,7 @@ import logging
 import sys
 from dataclasses import dataclass
 
-from i2i.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, I2IError, InputError, exit_code
+from i2i.core.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, I2IError, exit_code
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,6 @@ def resolve(name: str, rest: list[str] | None = None):
         target, rest = NESTED[(name, rest[0])], rest[1:]
     module_name, function_name = target.split(":")
     return getattr(importlib.import_module(module_name), function_name), rest
-
-
-def run_subcommand(argv: list[str]) -> None:
-    """Runs one ``i2i`` subcommand in this process (the replay's stages); a failure raises."""
-    print("$ i2i " + " ".join(argv), flush=True)
-    function, rest = resolve(argv[0], argv[1:])
-    code = function(rest)
-    if code:
-        raise InputError(f"stage 'i2i {argv[0]}' exited with {code}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,12 @@ from __future__ import annotations
 import logging
 import random
 from collections import Counter, defaultdict
+from collections.abc import Sequence as SequenceABC
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence
+from itertools import islice
+from pathlib import Path
+from typing import Iterable, Iterator, Protocol, Sequence
 
 import grpc
 import pyarrow as pa
@@ -30,28 +34,38 @@ class Channel(Protocol):
 
 @dataclass
 class ServerChannel:
-    """Recalls through a running recall server (an ``i2i.testing.serving.ServerProcess``)."""
+    """Recalls through a running recall server (an ``i2i.testing.serving.ServerProcess``).
+
+    ``workers`` requests are in flight at once, as concurrent users would send them; each answer
+    depends on its own request only, so the lists are the same as one request at a time."""
 
     name: str
     server: object
     kind: str = "embedding (server)"
+    workers: int = 1
     failed: int = 0
     missing_history: int = 0
     versions: set[tuple[str, str]] = field(default_factory=set)
 
+    def _one(self, case: UserCase, k: int):
+        try:
+            return self.server.recall(case.history, k, user_id=case.user_id, timeout=30.0), None
+        except grpc.RpcError as exc:
+            return None, exc
+
     def recall(self, cases: Sequence[UserCase], k: int) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
-        for case in cases:
-            try:
-                response = self.server.recall(case.history, k, user_id=case.user_id, timeout=30.0)
-            except grpc.RpcError as exc:
-                self.failed += 1
-                log.warning("%s: recall for user %s failed: %s", self.name, case.user_id, exc.code())
-                out[case.user_id] = []
-                continue
-            self.missing_history += len(response.missing_history)
-            self.versions.add((response.index_version, response.model_version))
-            out[case.user_id] = [note.note_id for note in response.notes]
+        with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
+            answers = pool.map(lambda case: self._one(case, k), cases)
+            for case, (response, error) in zip(cases, answers):
+                if error is not None:
+                    self.failed += 1
+                    log.warning("%s: recall for user %s failed: %s", self.name, case.user_id, error.code())
+                    out[case.user_id] = []
+                    continue
+                self.missing_history += len(response.missing_history)
+                self.versions.add((response.index_version, response.model_version))
+                out[case.user_id] = [note.note_id for note in response.notes]
         return out
 
 
@@ -118,10 +132,35 @@ class PopularityChannel:
 
     def recall(self, cases: Sequence[UserCase], k: int) -> dict[str, list[str]]:
         out = {}
-        for case in cases:
+        for case in cases:  # the first k notes outside the history, without walking the whole ranking
             seen = set(case.history)
-            out[case.user_id] = [note for note in self.ranked if note not in seen][:k]
+            out[case.user_id] = list(islice((note for note in self.ranked if note not in seen), k))
         return out
+
+
+class Remaining(SequenceABC):
+    """``items`` less the entries at ``skipped`` positions, without copying ``items``: a view that
+    ``random.sample`` draws from exactly as from the list it stands for."""
+
+    def __init__(self, items: Sequence[str], skipped: Iterable[int]) -> None:
+        self.items = items
+        self.skipped = sorted(set(skipped))
+
+    def __len__(self) -> int:
+        return len(self.items) - len(self.skipped)
+
+    def __getitem__(self, index: int) -> str:  # type: ignore[override]
+        if not 0 <= index < len(self):
+            raise IndexError(index)
+        for position in self.skipped:  # each skipped position at or before the target shifts it by one
+            if position > index:
+                break
+            index += 1
+        return self.items[index]
+
+    def __iter__(self) -> Iterator[str]:
+        skipped = set(self.skipped)
+        return (item for position, item in enumerate(self.items) if position not in skipped)
 
 
 @dataclass
@@ -135,10 +174,12 @@ class RandomChannel:
 
     def recall(self, cases: Sequence[UserCase], k: int) -> dict[str, list[str]]:
         rng = random.Random(self.seed)
+        positions: dict[str, list[int]] = defaultdict(list)
+        for position, note in enumerate(self.catalogue):
+            positions[note].append(position)
         out = {}
-        for case in cases:
-            seen = set(case.history)
-            pool = [note for note in self.catalogue if note not in seen]
+        for case in cases:  # the catalogue less the user's history, as a view rather than a copy per user
+            pool = Remaining(self.catalogue, (p for note in set(case.history) for p in positions.get(note, ())))
             out[case.user_id] = rng.sample(pool, min(k, len(pool)))
         return out
 
@@ -152,6 +193,17 @@ class OracleChannel:
 
     def recall(self, cases: Sequence[UserCase], k: int) -> dict[str, list[str]]:
         return {case.user_id: sorted(case.targets)[:k] for case in cases}
+
+
+def cooccur_related(scores: Path, top_t: int) -> pa.Table:
+    """The co-occurrence channel's ``related`` table: the day D-1 ``scores`` with the co-occurrence job's
+    own eq. 2 bounds (``CooccurConfig``) and ``top_t`` related notes per note instead of its 3."""
+    from i2i.core.io import read_table
+    from pipelines.cooccurrence import top_related
+    from pipelines.transforms import CooccurConfig
+
+    defaults = CooccurConfig()
+    return top_related(read_table(scores), up=defaults.up, low=defaults.low, top_t=top_t)
 
 
 def local_channels(catalogue: Sequence[str], events_before: pa.Table, related: pa.Table | None,

@@ -5,13 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from i2i.app.replay.channels import ServerChannel, local_channels
+from i2i.app.replay.channels import ServerChannel, cooccur_related, local_channels
 from i2i.app.replay.report import ReportConfig, write_report
 from i2i.app.replay.results import ChannelResult, ReplayResult
 from i2i.app.replay.scoring import KS
 from i2i.app.replay.split import DaySplit, user_cases
-from i2i.core.io import read_table
-from pipelines.cooccurrence import top_related
 
 
 def replay_running_server(split: DaySplit, server, name: str, cooccur_scores: Path, out: Path, report: Path,
@@ -21,7 +19,7 @@ def replay_running_server(split: DaySplit, server, name: str, cooccur_scores: Pa
     cases, counts = user_cases(split, history)
     k = max(KS)
     results = []
-    related = top_related(read_table(cooccur_scores), up=30.0, low=0.01, top_t=top_t)
+    related = cooccur_related(cooccur_scores, top_t)
     channels = [ServerChannel(name, server),
                 *local_channels(split.catalogue(), split.events_before, related, seed=seed)]
     for channel in channels:

@@ -12,9 +12,10 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from i2i.app.replay.results import GROUP_TITLES, ReplayResult, curves
 from i2i.app.replay.scoring import GROUPS, KS, UserCase
@@ -102,9 +103,12 @@ def plot_curves(result: ReplayResult, out: Path) -> list[Path]:
 class NoteCards:
     """Renders note cards and copies the images they show into ``images/``."""
 
-    def __init__(self, notes: pa.Table, out: Path) -> None:
+    def __init__(self, notes: pa.Table, out: Path, shown: Iterable[str] | None = None) -> None:
         columns = [c for c in ("note_id", "title", "image") if c in notes.column_names]
-        self.notes = {row["note_id"]: row for row in notes.select(columns).to_pylist()}
+        notes = notes.select(columns)
+        if shown is not None:  # only the notes on the page: the catalogue's images stay in Arrow
+            notes = notes.filter(pc.is_in(notes.column("note_id"), value_set=pa.array(sorted(set(shown)), pa.string())))
+        self.notes = {row["note_id"]: row for row in notes.to_pylist()}
         self.out = out
         self.images: dict[str, str] = {}
 
@@ -132,6 +136,16 @@ class NoteCards:
                 f"<div>{badges}</div></div>")
 
 
+def shown_notes(result: ReplayResult, users: Sequence[UserCase], config: ReportConfig) -> set[str]:
+    """Every note the users' sections show: their history and each channel's first recalled notes."""
+    shown: set[str] = set()
+    for case in users:
+        shown.update(case.history[:config.history_shown])
+        for channel in result.channels:
+            shown.update(channel.recalls.get(case.user_id, [])[:config.recalled_shown])
+    return shown
+
+
 def user_section(case: UserCase, result: ReplayResult, cards: NoteCards, new_ids: set[str],
                  config: ReportConfig) -> str:
     parts = [f'<div class="user"><h3>user {html.escape(case.user_id)}: {len(case.targets)} clicks on day D '
@@ -152,9 +166,9 @@ def user_section(case: UserCase, result: ReplayResult, cards: NoteCards, new_ids
 
 def render(result: ReplayResult, split: DaySplit, out: Path, config: ReportConfig) -> str:
     notes = pa.concat_tables([split.notes_before, split.new_notes.cast(split.notes_before.schema)])
-    cards = NoteCards(notes, out)
-    plots = plot_curves(result, out)
     users = sample_users(result.cases, config.users, config.seed)
+    cards = NoteCards(notes, out, shown_notes(result, users, config))
+    plots = plot_curves(result, out)
     table = markdown_table_html(result)
     day = result.summary.get("day", "")
     sections = [

@@ -2,8 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -22,7 +20,7 @@ from i2i.app.replay.scoring import (
     paired_difference,
     per_user,
 )
-from i2i.core.io import atomic_write_text
+from i2i.core.io import atomic_file, atomic_write_text
 
 GROUP_TITLES = {"all": "all clicks", "new": "clicks on notes published on day D (new)",
                 "old": "clicks on notes published before day D (old)"}
@@ -45,6 +43,7 @@ class ReplayResult:
     reference: str | None  # the channel differences are taken against (the trained model)
     reps: int = 1000
     seed: int = 0
+    outputs: list[Path] = field(default_factory=list)  # what ``run`` wrote
 
     def __post_init__(self) -> None:
         draws = bootstrap_draws(len(self.cases), self.reps, self.seed)
@@ -104,10 +103,8 @@ class ReplayResult:
         return "\n".join(lines) + "\n"
 
     def write_recalls(self, path: Path) -> Path:
-        tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(recalls_table(self.channels), tmp)
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            pq.write_table(recalls_table(self.channels), tmp)
         return path
 
     def write(self, out: Path, json_path: Path | None = None) -> list[Path]:

@@ -18,6 +18,9 @@ import pyarrow.compute as pc
 from i2i.app.replay.scoring import UserCase
 from i2i.core.errors import InputError
 from i2i.core.io import read_table
+from i2i.core.schemas import TABLES, validate
+
+SPLIT_COLUMNS = {"notes": ("note_id", "published_at"), "events": ("user_id", "note_id", "action", "ts")}
 
 
 @dataclass
@@ -149,7 +152,7 @@ def load_split(data: Path, day: dt.date, deletes: str | None = None, delete_rand
             raise InputError(f"{data} has no {name} table (expected {data / name}, as i2i data writes it)")
     if delete_random < 0:
         raise InputError(f"--delete-random must not be negative, got {delete_random}")
-    notes = read_table(data / "notes")
+    notes, events = (checked_table(data / name, name) for name in ("notes", "events"))
     deleted = set(read_deletes(deletes))
     if delete_random:
         published = notes.column("published_at")
@@ -158,4 +161,15 @@ def load_split(data: Path, day: dt.date, deletes: str | None = None, delete_rand
         if delete_random > len(candidates):
             raise InputError(f"--delete-random {delete_random}: only {len(candidates)} notes before {day}")
         deleted |= set(random.Random(seed).sample(candidates, delete_random))
-    return split_day(notes, read_table(data / "events"), day, sorted(deleted), span)
+    return split_day(notes, events, day, sorted(deleted), span)
+
+
+def checked_table(path: Path, name: str) -> pa.Table:
+    """The table at ``path``, after checking the columns the split reads against the contract's
+    ``name`` schema (the stages check the rest of theirs); InputError naming what does not fit."""
+    table = read_table(path)
+    contract = TABLES[name]
+    report = validate(table, name, pa.schema([contract.field(column) for column in SPLIT_COLUMNS[name]]))
+    if not report.ok:
+        raise InputError(f"{path} does not fit the {name} contract: {report}")
+    return table

@@ -1,11 +1,16 @@
 """The replay end to end on a tiny fashion-notes set (real Beam jobs, real FAISS indexes, real
 recall servers over gRPC, tiny backbones), and its report rendered in headless Debian chromium."""
+import contextlib
+import datetime as dt
 import html.parser
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pyarrow.compute as pc
@@ -19,19 +24,32 @@ ARTIFACTS = REPO / "test-artifacts"
 DAY = "2026-11-04"
 
 
+def replay_command(data: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "i2i.app.cli", "eval", "replay", "--data", str(data), "--day", DAY,
+            "--out", str(out), "--backbone", "tiny", "--steps", "2", "--batch-size", "4", "--history", "1000",
+            "--delete-random", "3", "--bootstrap", "200", *extra]
+
+
 @pytest.fixture(scope="module")
 def replay(tmp_path_factory):
     root = tmp_path_factory.mktemp("replay")
     data = root / "data"
     subprocess.run([sys.executable, "-m", "i2i.app.cli", "data", "fashion-notes", "--out", str(data), "--notes", "160",
                     "--users", "60", "--days", "4"], check=True, capture_output=True, timeout=300)
-    command = [sys.executable, "-m", "i2i.app.cli", "eval", "replay", "--data", str(data), "--day", DAY,
-               "--out", str(root / "out"), "--report", str(root / "report"), "--json", str(root / "table.json"),
-               "--backbone", "tiny", "--steps", "2", "--batch-size", "4", "--history", "1000",
-               "--delete-random", "3", "--bootstrap", "200", "--report-users", "4"]
+    command = replay_command(data, root / "out", "--report", str(root / "report"), "--json", str(root / "table.json"),
+                             "--report-users", "4")
     result = subprocess.run(command, capture_output=True, text=True, timeout=1200, cwd=REPO)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    return {"root": root, "data": data, "out": root / "out", "report": root / "report", "stdout": result.stdout}
+    return {"root": root, "data": data, "out": root / "out", "report": root / "report", "stdout": result.stdout,
+            "command": command}
+
+
+def channel_lists(recalls_path: Path) -> dict[str, dict[str, list[str]]]:
+    """channel -> user -> recalled notes in rank order, from a replay's recalls.parquet."""
+    lists: dict[str, dict[str, list[tuple[int, str]]]] = {}
+    for row in pq.read_table(recalls_path).to_pylist():
+        lists.setdefault(row["channel"], {}).setdefault(row["user_id"], []).append((row["rank"], row["note_id"]))
+    return {c: {u: [n for _, n in sorted(v)] for u, v in users.items()} for c, users in lists.items()}
 
 
 def day_d_targets(data: Path, deleted: set[str]) -> tuple[dict[str, set[str]], dict[str, set[str]]]:
@@ -68,13 +86,10 @@ def test_replay_scores_every_channel_from_the_server(replay):
     assert table["users"]["all"] == len(targets) == summary["users"]["scored"]
     assert table["users"]["new"] == sum(1 for t in targets.values() if t & new_ids)
 
-    recalls = pq.read_table(replay["out"] / "recalls.parquet").to_pylist()
-    by_channel = {}
-    for row in recalls:
-        by_channel.setdefault(row["channel"], {}).setdefault(row["user_id"], []).append((row["rank"], row["note_id"]))
+    by_channel = channel_lists(replay["out"] / "recalls.parquet")
     for channel in table["channels"][:4]:  # the server channels: rescored here from what the server returned
         assert channel["failed_requests"] == 0
-        lists = {u: [n for _, n in sorted(v)] for u, v in by_channel[channel["name"]].items()}
+        lists = by_channel[channel["name"]]
         assert set(lists) == set(targets)
         assert all(len(v) == len(set(v)) <= 200 for v in lists.values())
         assert not any(set(v) & clicked_before[u] for u, v in lists.items())  # the history (every click) is excluded
@@ -90,6 +105,86 @@ def test_replay_scores_every_channel_from_the_server(replay):
         assert by_name[name]["metrics"]["new"]["recall@200"]["mean"] == 0.0
     assert by_name["oracle"]["metrics"]["all"]["recall@200"]["mean"] == 1.0
     assert "trained model minus each channel" in (replay["out"] / "replay.md").read_text()
+
+
+def test_stages_are_timed_and_the_training_recipe_recorded(replay):
+    summary = json.loads((replay["out"] / "replay.json").read_text())["summary"]
+    assert list(summary["stage_seconds"]) == [
+        "split", "write split", "cooccur", "pairs", "train",
+        "trained: embed and index", "trained: recall through the server", "untrained checkpoint",
+        "untrained: embed and index", "untrained: recall through the server",
+        "minilm: embed and index", "minilm: recall through the server",
+        "image: embed and index", "image: recall through the server",
+        "co-occurrence (SAR): recall", "popularity: recall", "random: recall", "oracle: recall", "scores"]
+    assert summary["train_job"] == {"variant": "notellm2", "backbone": "tiny", "config": None, "steps": 2,
+                                    "batch_size": 4, "llm_layers": None}
+    assert summary["command"].startswith("i2i eval replay --data ")
+
+
+def day_cases(data: Path):
+    from i2i.app.replay.split import load_split, user_cases
+
+    split = load_split(data, dt.date.fromisoformat(DAY), delete_random=3, seed=0)
+    return user_cases(split, 1000)[0]
+
+
+def test_recalls_do_not_depend_on_the_requests_in_flight(replay):
+    from i2i.app.replay.channels import ServerChannel
+    from i2i.testing.serving import ServerProcess
+
+    cases = day_cases(replay["data"])
+    channel = replay["out"] / "channels" / "trained"
+    with ServerProcess(channel / "index", f"parquet:{channel / 'table'}") as server:
+        one = ServerChannel("trained model", server, workers=1).recall(cases, 200)
+        many = ServerChannel("trained model", server, workers=8).recall(cases, 200)
+    assert list(one) == list(many) == [case.user_id for case in cases]
+    assert one == many
+    assert {u: v for u, v in one.items() if v} == channel_lists(replay["out"] / "recalls.parquet")["trained model"]
+
+
+def files_and_times(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_rerun_skips_every_stage_and_gives_the_same_table(replay, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(replay["out"], out)
+    built = {name: files_and_times(out / name) for name in ("work", "channels")}
+    command = replay_command(replay["data"], out)
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    # nothing was trained, embedded, indexed or recalled again: every file is the one the first run wrote
+    assert {name: files_and_times(out / name) for name in ("work", "channels")} == built
+    assert result.stdout.count("already made, reused") == 4
+    again = json.loads((out / "replay.json").read_text())
+    first = json.loads((replay["out"] / "replay.json").read_text())
+    assert [c["metrics"] for c in again["channels"]] == [c["metrics"] for c in first["channels"]]
+
+
+def test_a_killed_replay_resumes_where_it_stopped(replay, tmp_path):
+    out = tmp_path / "out"
+    command = replay_command(replay["data"], out, "--channels", "trained,minilm,oracle")
+    trained = out / "work" / "_trained.done.json"
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               start_new_session=True)
+    deadline = time.monotonic() + 900  # a guard against a hung run, not a measurement
+    try:
+        while process.poll() is None and not trained.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:  # kill the replay and anything it started (a recall server), as a crash would
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL, "the replay ended before it could be interrupted"
+    assert trained.exists() and not (out / "replay.json").exists()
+    marker = (trained.read_text(), trained.stat().st_mtime_ns)
+
+    result = subprocess.run(command, capture_output=True, text=True, timeout=900, cwd=REPO)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert (trained.read_text(), trained.stat().st_mtime_ns) == marker  # not trained again
+    resumed, whole = channel_lists(out / "recalls.parquet"), channel_lists(replay["out"] / "recalls.parquet")
+    for name in ("trained model", "MiniLM text", "oracle"):  # the same lists as the uninterrupted replay
+        assert resumed[name] == whole[name], name
 
 
 class References(html.parser.HTMLParser):

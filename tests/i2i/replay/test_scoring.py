@@ -133,3 +133,29 @@ def test_popularity_random_and_oracle_channels():
     randomly = RandomChannel(["o1", "o2", "o3", "n1"], seed=3).recall([case], 10)["u"]
     assert sorted(randomly) == ["n1", "o2", "o3"]
     assert OracleChannel().recall([case], 10) == {"u": ["o2"]}
+
+
+def reference_random_recall(catalogue, cases, k, seed):
+    """The random channel written plainly: a fresh copy of the catalogue less the history per user."""
+    import random
+
+    rng = random.Random(seed)
+    out = {}
+    for case in cases:
+        pool = [note for note in catalogue if note not in set(case.history)]
+        out[case.user_id] = rng.sample(pool, min(k, len(pool)))
+    return out
+
+
+@pytest.mark.parametrize("size", [150, 900, 5000])  # random.sample copies small pools and draws from large ones
+def test_random_channel_draws_what_a_copied_pool_would(size):
+    catalogue = [f"n{i:05d}" for i in range(size)]
+    rng = np.random.default_rng(size)
+    cases = [UserCase(f"u{u}", [catalogue[i] for i in rng.integers(0, size, rng.integers(1, 25))]
+                      + ["not-in-catalogue"], {"t"}) for u in range(40)]
+    cases.append(UserCase("edges", [catalogue[0], catalogue[-1], catalogue[1]], {"t"}))
+    got = RandomChannel(catalogue, seed=7).recall(cases, 200)
+    assert got == reference_random_recall(catalogue, cases, 200, seed=7)
+    for case in cases:
+        assert not set(got[case.user_id]) & set(case.history) and len(got[case.user_id]) == min(200, size - len(
+            set(case.history) & set(catalogue)))
