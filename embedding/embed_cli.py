@@ -31,6 +31,9 @@ def build_parser() -> ArgumentParser:
                         help="dead-letter table for bad notes (default: <notes>_embed_dead_letter beside the notes)")
     parser.add_argument("--compact", action=argparse.BooleanOptionalAction, default=None,
                         help="compact a Parquet table afterwards (default: when it has many part files)")
+    parser.add_argument("--vision-cache", metavar="DIR", default=None,
+                        help="directory of cached frozen vision-encoder features, shared by every checkpoint "
+                        "with the same vision encoder (read and written; default: none)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--beam", action="store_true",
                         help="run as a Beam pipeline with RunInference (remaining options go to Beam; "
@@ -42,6 +45,8 @@ def run(config: EmbedJobConfig, beam_args: list[str] | None = None) -> EmbedJobS
     """The embedding stage's one entry point: the local job, or the Beam pipeline when ``beam_args`` is a list."""
     if beam_args is None:
         return run_embed_job(config)
+    if config.vision_cache:
+        raise InputError("--vision-cache is for the local job; the Beam pipeline's workers keep no shared cache")
     from embedding.beam_embed import run_beam_embed
 
     return run_beam_embed(config, beam_args)
@@ -61,6 +66,7 @@ def main(argv: list[str]) -> int:
         notes=args.notes, checkpoint=args.checkpoint, table=args.table, all_notes=args.all_notes,
         batch_size=args.batch_size, chunk_size=args.chunk_size, device=args.device,
         dead_letter=args.dead_letter, progress=not args.no_progress, compact=args.compact,
+        vision_cache=args.vision_cache,
     )
     summary = run(config, beam_args if args.beam else None)
     print("\n".join(f"i2i embed: {line}" for line in summary.lines()))

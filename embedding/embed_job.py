@@ -47,6 +47,7 @@ class EmbedJobConfig:
     dead_letter: str | None = None  # None: "<notes>_embed_dead_letter" beside the notes table
     progress: bool = True
     compact: bool | None = None  # None: compact a Parquet table when it has many part files
+    vision_cache: str | None = None  # directory of cached frozen vision features (embedding.vision_cache)
 
     def __post_init__(self) -> None:
         if (self.batch_size is not None and self.batch_size <= 0) or self.chunk_size <= 0:
@@ -216,6 +217,8 @@ def run_embed_job(config: EmbedJobConfig, encoder=None, table: EmbeddingTable | 
         from embedding.checkpoint import load_encoder
 
         encoder = load_encoder(config.checkpoint, device=config.device)
+    if config.vision_cache:
+        encoder.use_vision_cache(config.vision_cache)
     started = time.perf_counter()
     own_table = table is None
     table = open_table(config.table) if table is None else table
@@ -243,6 +246,8 @@ def run_embed_job(config: EmbedJobConfig, encoder=None, table: EmbeddingTable | 
         finally:
             if progress is not None:
                 progress.close()
+            if config.vision_cache:
+                encoder.close()  # the features computed so far stay cached, also after a failure
         if getattr(encoder.config, "uses_image", True):
             summary.images_undecodable = max(0, encoder.image_failures - failures_before - summary.images_missing)
         else:

@@ -37,6 +37,20 @@ class NoteEncoder:
         self.device = device
         self.dim = model.config.embed_dim
         self.image_failures = 0  # notes embedded without their image (missing or undecodable)
+        self.vision_cache = None  # embedding.vision_cache.VisionCache, see use_vision_cache
+
+    def use_vision_cache(self, directory: str | None) -> None:
+        """Reads and writes the frozen vision encoder's features in ``directory`` (None: no cache; a
+        text-only model has nothing to cache)."""
+        if directory and self.config.uses_image:
+            from embedding.vision_cache import VisionCache
+
+            self.vision_cache = VisionCache(directory, self.model)
+
+    def close(self) -> None:
+        """Writes what the vision cache still holds in memory."""
+        if self.vision_cache is not None:
+            self.vision_cache.flush()
 
     @property
     def default_batch_size(self) -> int:
@@ -85,12 +99,18 @@ class NoteEncoder:
         batch = self.processor.prepare(notes)
         if self.config.uses_image:
             self.image_failures += int((~batch.image_ok).sum())
+        if self.vision_cache is not None:
+            from embedding.vision_cache import image_key
+
+            batch.image_keys = [image_key(note) for note in notes]
         return batch
 
     @torch.inference_mode()
     def embed_prepared(self, batch: PreparedBatch) -> torch.Tensor:
         """(n, dim) float32 L2-normalised embeddings on ``device``: the bare forward pass."""
         with autocast_for(self.device):
+            if self.vision_cache is not None and batch.image_keys is not None and batch.features is None:
+                batch = self.vision_cache.attach(batch, batch.image_keys, self.device)
             out = self.model(batch.to(self.device))
         return out.multimodal.float()
 
@@ -114,4 +134,5 @@ class NoteEncoder:
                 if error is not None:
                     raise error
                 result[batch_rows] = self.embed_prepared(ready).cpu().numpy()
+        self.close()
         return result

@@ -84,6 +84,9 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--device", help="torch device (default cuda when available, else cpu)")
     parser.add_argument("--batch-size", type=int, default=None,
                         help="notes per encoding batch (default: 256 on a GPU, 32 on a CPU)")
+    parser.add_argument("--vision-cache", metavar="DIR",
+                        help="with --checkpoint: directory of cached frozen vision-encoder features, shared by "
+                        "every checkpoint with the same vision encoder (read and written)")
     return parser
 
 
@@ -164,6 +167,7 @@ def checkpoint_method(args: EvalJob, pool: list[dict]) -> Method:
     if not Path(args.checkpoint).is_dir():
         raise InputError(f"checkpoint directory not found: {args.checkpoint}")
     encoder = load_encoder(args.checkpoint, device=args.device)
+    encoder.use_vision_cache(args.vision_cache)
     vectors = encoder.encode(pool, batch_size=args.batch_size, progress=True)
     name = args.name or f"{Path(args.checkpoint).name} ({encoder.model_version[:12]})"
     counter = encoder_counter(encoder) if args.tokens == "auto" else whitespace_counter()
@@ -250,6 +254,7 @@ class EvalJob:
     bootstrap: int = 1000
     seed: int = 0
     compare_to: str | None = None
+    vision_cache: str | None = None
 
 
 def main(argv: list[str]) -> int:
@@ -267,6 +272,8 @@ def run(job: EvalJob) -> EvalResult:
         raise InputError("--short-tokens and --long-tokens must be positive")
     if job.bootstrap < 0:
         raise InputError(f"--bootstrap must not be negative, got {job.bootstrap}")
+    if job.vision_cache and not job.checkpoint:
+        raise InputError("--vision-cache caches a checkpoint's vision features: use it with --checkpoint")
     if job.pool_since and job.pool != "all":
         raise InputError("--pool-since and --pool split choose the pool in two ways: give one")
     started = time.perf_counter()

@@ -26,6 +26,7 @@ class PreparedBatch:
     image_ok: torch.Tensor  # (B,) bool
     features: torch.Tensor | None = None  # (B, L, h_v) cached frozen-encoder features (then pixels is None)
     pooled: torch.Tensor | None = None  # (B, h_v)
+    image_keys: list[bytes] | None = None  # per note, the vision cache's key of its image (when one is used)
 
     def to(self, device) -> "PreparedBatch":
         moved = {f.name: getattr(self, f.name) for f in fields(self)}

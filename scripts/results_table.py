@@ -245,12 +245,14 @@ def run_dataset(run: RunConfig, dataset: Dataset) -> tuple[list[tuple[str, str, 
         return rows, {}
     zero_shot = untrained_checkpoint(run, dataset)
     name = f"zero-shot {dataset.zero_shot_variant}"
-    add(name, "untrained", single(run, dataset, data, name.replace(" ", "_"), ["--checkpoint", str(zero_shot)]))
+    cache = ["--vision-cache", str(run.work / dataset.name / "vision_cache")]  # one frozen encoder for all
+    add(name, "untrained", single(run, dataset, data, name.replace(" ", "_"), ["--checkpoint", str(zero_shot), *cache]))
     trained = {}
     for variant in sorted(dataset.variants, key=lambda v: (v not in FIRST_VARIANTS, VARIANTS.index(v))):
         seeds = run.seeds if variant in FIRST_VARIANTS else run.ablation_seeds
         checkpoints = {seed: train(run, dataset, data.notes, data.pairs, variant, seed) for seed in seeds}
-        trained[variant] = seeded(run, dataset, data, variant, {s: ["--checkpoint", str(c)] for s, c in checkpoints.items()})
+        trained[variant] = seeded(run, dataset, data, variant,
+                                  {s: ["--checkpoint", str(c), *cache] for s, c in checkpoints.items()})
         trained[variant][0]["training"] = training_summary(checkpoints[seeds[0]])
     for variant in dataset.variants:
         add(variant, "trained", trained[variant])
