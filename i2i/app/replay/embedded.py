@@ -38,6 +38,7 @@ class CheckpointEmbedder:
     name: str
     checkpoint: Path
     device: str | None = None
+    vision_cache: Path | None = None  # shared by the channels whose checkpoints have one frozen vision encoder
 
     def identity(self) -> dict[str, Any]:
         from embedding.checkpoint import read_meta
@@ -48,7 +49,8 @@ class CheckpointEmbedder:
         from embedding.embed_cli import run
         from embedding.embed_job import EmbedJobConfig
 
-        job = EmbedJobConfig(str(notes), str(self.checkpoint), table_url, device=self.device, progress=False)
+        job = EmbedJobConfig(str(notes), str(self.checkpoint), table_url, device=self.device, progress=False,
+                             vision_cache=str(self.vision_cache) if self.vision_cache else None)
         summary = run(job)
         log(f"{self.name}: embedded {summary.embedded} of {summary.notes_read} notes of {notes.name} "
             f"({summary.already_embedded} already present) in {summary.seconds:.1f}s")

@@ -132,12 +132,14 @@ def replay_channels(config: ReplayConfig, split: DaySplit, cases, channels: list
     deletes = paths.deletes if split.deleted else None
     k = max(KS)
     results: list[ChannelResult] = []
+    vision_cache = paths.root / "vision_cache"  # the trained and untrained model share one frozen encoder
     for name in [c for c in ("trained", "untrained", "minilm", "image") if c in channels]:
         if name == "trained":
-            embedder = CheckpointEmbedder(TITLES[name], trained, config.device)
+            embedder = CheckpointEmbedder(TITLES[name], trained, config.device, vision_cache)
         elif name == "untrained":
             with clock.stage("untrained checkpoint"):
-                embedder = CheckpointEmbedder(TITLES[name], untrained_checkpoint(paths, config, say), config.device)
+                embedder = CheckpointEmbedder(TITLES[name], untrained_checkpoint(paths, config, say), config.device,
+                                              vision_cache)
         elif name == "minilm":
             embedder = minilm_embedder(config.device)
         else:
