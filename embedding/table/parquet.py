@@ -57,6 +57,7 @@ JOURNAL_NAME = "_delete_journal.json"
 READ_RETRIES = 5
 SETTLE_SECONDS = 2.0  # at least the mtime granularity of the filesystems a table lives on (ext3: 1 s, FAT: 2 s)
 RELIST_SECONDS = 1.0  # lists at least this often even when the stamp stays put (a foreign file rewritten in place)
+ID_SLICE = 16384  # ids made into Python strings per step, so that other threads get the GIL in between
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,14 @@ def _conform(table: pa.Table, dim: int, path: Path) -> pa.Table:
                                  f"conform to {expected}: {exc}") from exc
         columns.append(column)
     return pa.table(columns, names=table.column_names)
+
+
+def _string_slices(column: pa.ChunkedArray) -> Iterator[list[str]]:
+    """A string column as lists of at most ID_SLICE Python strings: making a million of them in one
+    call would hold the GIL, and stall every other thread, for the whole of that call."""
+    for chunk in column.chunks:
+        for start in range(0, len(chunk), ID_SLICE):
+            yield chunk.slice(start, ID_SLICE).to_pylist()
 
 
 def _matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
@@ -316,7 +325,9 @@ class ParquetEmbeddingTable(EmbeddingTable):
         last = combined.group_by("note_id", use_threads=False).aggregate([("_row", "max")])
         keep = np.sort(last.column("_row_max").to_numpy())
         live = combined.take(pa.array(keep))
-        ids = live.column("note_id").to_pylist()
+        ids: list[str] = []
+        for part in _string_slices(live.column("note_id")):
+            ids.extend(part)
         matrix = _matrix(live.column("embedding"), dim) if dim else np.zeros((0, 0), np.float32)
         deleted = self._pending_deletes().get(model_version)
         if deleted:
@@ -378,10 +389,21 @@ class ParquetEmbeddingTable(EmbeddingTable):
         return None if newest is None else newest / 1000.0
 
     def has_ids(self, model_version: str) -> set[str]:
-        """Ids embedded under a model version, reading only the id column."""
+        """Ids embedded under a model version: the ids of the cached rows while they are current (the
+        recall server keeps them), else read from the id column alone. The set is filled a slice at
+        a time (see ``_string_slices``)."""
+        present: set[str] = set()
+        rows = self._current(model_version)
+        if rows is not None:
+            for start in range(0, len(rows.ids), ID_SLICE):
+                present.update(rows.ids[start:start + ID_SLICE])
+            return present
         _, tables = self._read_parts(["note_id"], model_version)
-        present = {note_id for table in tables for note_id in table.column("note_id").to_pylist()}
-        return present - self._pending_deletes().get(model_version, set())
+        for table in tables:
+            for ids in _string_slices(table.column("note_id")):
+                present.update(ids)
+        present.difference_update(self._pending_deletes().get(model_version, ()))
+        return present
 
     # ----------------------------------------------------------------- writes
     def put_many(self, note_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> None:

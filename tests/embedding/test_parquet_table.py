@@ -369,6 +369,26 @@ def test_a_foreign_file_rewritten_in_place_is_seen_at_the_next_listing(tmp_path)
     np.testing.assert_array_equal(found.vectors, vectors(2, seed=2))
 
 
+def test_has_ids_reads_many_slices_the_same_warm_or_cold(tmp_path):
+    from embedding.table.parquet import ID_SLICE
+
+    directory = tmp_path / "emb"
+    table = open_table(f"parquet:{directory}")
+    count = 2 * ID_SLICE + 7
+    ids = [f"n{i}" for i in range(count)]
+    table.put_many(ids, np.zeros((count, DIM), np.float32), "m1")
+    table.put_many(ids[:5] + ["new"], np.ones((6, DIM), np.float32), "m1")
+    table.put_many(["other"], np.ones((1, DIM), np.float32), "m2")
+    assert table.delete_many([ids[ID_SLICE], ids[-1]], "m1") == 2
+    (directory / JOURNAL_NAME).write_text(json.dumps({"model_version": "m1", "note_ids": [ids[1]]}))
+    expected = (set(ids) | {"new"}) - {ids[ID_SLICE], ids[-1], ids[1]}
+    warm = ParquetEmbeddingTable(directory)
+    assert warm.count("m1") == len(expected)  # reads the rows, which has_ids then takes its ids from
+    assert warm.has_ids("m1") == expected
+    assert ParquetEmbeddingTable(directory).has_ids("m1") == expected  # from the id column
+    assert warm.has_ids("m2") == {"other"} and warm.has_ids("m3") == set()
+
+
 def test_readers_follow_a_concurrent_writer(tmp_path):
     """A writer appends, deletes and compacts while readers look up: every lookup is one write's
     state (a and b from the same batch, never older than a lookup before it), and after the writer
