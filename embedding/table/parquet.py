@@ -19,6 +19,11 @@ half-written part. A later row for the same (note_id, model_version) replaces an
 plain dataset readers see the earlier rows too until ``compact()`` rewrites the table to one row
 per key. Deletes rewrite the part files that hold the deleted keys (each file replaced by one
 rename), so deleted notes never come back, not even for plain readers.
+
+Every write thus creates, renames or removes an entry of ``DIR``, which changes the directory's
+mtime. A reader keeps its rows while that stamp stays put, so a lookup costs one ``stat`` rather
+than a listing of the directory (``ParquetEmbeddingTable._signature`` says when the stamp is
+trusted).
 """
 from __future__ import annotations
 
@@ -50,6 +55,9 @@ HIDDEN_PREFIXES = (".", "_")
 LOCK_NAME = "_lock"
 JOURNAL_NAME = "_delete_journal.json"
 READ_RETRIES = 5
+SETTLE_SECONDS = 2.0  # at least the mtime granularity of the filesystems a table lives on (ext3: 1 s, FAT: 2 s)
+RELIST_SECONDS = 1.0  # lists at least this often even when the stamp stays put (a foreign file rewritten in place)
+ID_SLICE = 16384  # ids made into Python strings per step, so that other threads get the GIL in between
 
 
 @dataclass(frozen=True)
@@ -59,11 +67,32 @@ class Part:
     signature: tuple  # (name, inode, mtime_ns, size): changes whenever the file is replaced
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The signature of a directory listing, and whether the directory's stamp can be trusted to show
+    any later change.
+
+    A change made in the same clock tick as the stamp's mtime leaves the stamp as it was, and only a
+    listing sees it. But once the stamp was seen for ``settle_seconds`` (no less than the
+    filesystem's mtime granularity) before a listing, that tick is over: every change after the
+    listing gets a later mtime. Measured on the reader's monotonic clock, so a file server's
+    skewed clock does not matter.
+    """
+
+    stamp: tuple | None  # the directory's (device, inode, mtime_ns) when it was listed
+    signature: tuple  # the parts' and the delete journal's (name, inode, mtime_ns, size)
+    stamp_seen_at: float  # monotonic time the stamp was first seen
+    listed_at: float  # monotonic time of the stat that preceded the listing
+
+    def trusted(self, settle_seconds: float) -> bool:
+        return self.listed_at - self.stamp_seen_at >= settle_seconds
+
+
 @dataclass
 class VersionRows:
     """The live rows of one model version, deduplicated (last write wins), in write order."""
 
-    signature: tuple
+    signature: tuple  # the Listing signature the rows were read under
     ids: list[str]
     matrix: np.ndarray  # read-only float32 (n, dim)
     row_of: dict[str, int]
@@ -111,6 +140,14 @@ def _conform(table: pa.Table, dim: int, path: Path) -> pa.Table:
     return pa.table(columns, names=table.column_names)
 
 
+def _string_slices(column: pa.ChunkedArray) -> Iterator[list[str]]:
+    """A string column as lists of at most ID_SLICE Python strings: making a million of them in one
+    call would hold the GIL, and stall every other thread, for the whole of that call."""
+    for chunk in column.chunks:
+        for start in range(0, len(chunk), ID_SLICE):
+            yield chunk.slice(start, ID_SLICE).to_pylist()
+
+
 def _matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
     if isinstance(column, pa.ChunkedArray):
         column = column.combine_chunks() if column.num_chunks else pa.array([], pa.list_(pa.float32(), dim))
@@ -121,14 +158,18 @@ def _matrix(column: pa.ChunkedArray | pa.Array, dim: int) -> np.ndarray:
 class ParquetEmbeddingTable(EmbeddingTable):
     """Embeddings in a directory of Parquet part files; single writer, many readers."""
 
-    def __init__(self, directory: str | os.PathLike, rows_per_file: int = 1_000_000) -> None:
+    def __init__(self, directory: str | os.PathLike, rows_per_file: int = 1_000_000, *,
+                 settle_seconds: float = SETTLE_SECONDS, relist_seconds: float = RELIST_SECONDS) -> None:
         self.directory = Path(directory)
         self.url = f"parquet:{directory}"
         self.rows_per_file = rows_per_file
+        self.settle_seconds = settle_seconds
+        self.relist_seconds = relist_seconds
         if self.directory.exists() and not self.directory.is_dir():
             raise InputError(f"embedding table {self.url}: {self.directory} is not a directory")
         self._cache: dict[str, VersionRows] = {}
         self._cache_lock = threading.Lock()
+        self._listing: Listing | None = None
 
     # ----------------------------------------------------------------- files
     def parts(self) -> list[Part]:
@@ -152,6 +193,40 @@ class ParquetEmbeddingTable(EmbeddingTable):
             found.append(Part(int(match.group(1)) if match else FOREIGN_SEQ, Path(entry.path),
                               (entry.name, stat.st_ino, stat.st_mtime_ns, stat.st_size)))
         return sorted(found, key=lambda part: (part.seq, part.path.name))
+
+    def _directory_stamp(self) -> tuple | None:
+        """(device, inode, mtime_ns) of the directory: creating, renaming into (also over an existing
+        name) or removing an entry updates its mtime (POSIX rename/unlink/creat), replacing the
+        directory its inode."""
+        try:
+            stat = os.stat(self.directory)
+        except FileNotFoundError:
+            return None
+        return (stat.st_dev, stat.st_ino, stat.st_mtime_ns)
+
+    def _list_directory(self) -> tuple[list[Part], tuple]:
+        """The parts and the signature of everything a view depends on: the parts and the journal."""
+        parts = self.parts()
+        try:
+            journal = os.stat(self.directory / JOURNAL_NAME)
+            pending = (JOURNAL_NAME, journal.st_ino, journal.st_mtime_ns, journal.st_size)
+        except FileNotFoundError:
+            pending = None
+        return parts, tuple(part.signature for part in parts) + (pending,)
+
+    def _signature(self) -> tuple:
+        """The current listing signature, listing the directory only when its stamp may hide a change:
+        one stat per call while the table stays as it is."""
+        now = time.monotonic()
+        stamp = self._directory_stamp()
+        known = self._listing
+        if (known is not None and known.stamp == stamp and known.trusted(self.settle_seconds)
+                and now - known.listed_at < self.relist_seconds):
+            return known.signature
+        _, signature = self._list_directory()
+        seen_at = known.stamp_seen_at if known is not None and known.stamp == stamp else now
+        self._listing = Listing(stamp, signature, seen_at, now)
+        return signature
 
     def _read_part(self, path: Path, columns: list[str] | None = None, filters=None) -> pa.Table:
         """One part's rows in the contract's types; an unreadable part is an error that names it."""
@@ -185,9 +260,10 @@ class ParquetEmbeddingTable(EmbeddingTable):
         _write_then_rename(table, path)
 
     def _read_parts(self, columns: list[str], model_version: str | None) -> tuple[tuple, list[pa.Table]]:
-        """Reads every part (retrying when a concurrent writer replaced one under us)."""
+        """Reads every part (retrying when a concurrent writer replaced one under us), with the listing
+        signature taken before the reads: a change during them makes the next signature differ."""
         for attempt in range(READ_RETRIES):
-            parts = self.parts()
+            parts, signature = self._list_directory()
             tables = []
             try:
                 for part in parts:
@@ -196,7 +272,7 @@ class ParquetEmbeddingTable(EmbeddingTable):
             except FileNotFoundError:
                 time.sleep(0.01 * (attempt + 1))
                 continue
-            return tuple(part.signature for part in parts), tables
+            return signature, tables
         raise InputError(f"embedding table {self.url} keeps changing under the reader; retry later")
 
     # ----------------------------------------------------------------- reads
@@ -220,34 +296,46 @@ class ParquetEmbeddingTable(EmbeddingTable):
             return {}
         return {entry["model_version"]: set(entry["note_ids"])}
 
+    def _current(self, model_version: str) -> VersionRows | None:
+        """The cached rows of a model version when the table has not changed since they were read."""
+        signature = self._signature()
+        cached = self._cache.get(model_version)
+        return cached if cached is not None and cached.signature == signature else None
+
     def _rows(self, model_version: str) -> VersionRows:
-        with self._cache_lock:
-            signature = tuple(part.signature for part in self.parts())
-            cached = self._cache.get(model_version)
-            if cached is not None and cached.signature == signature and not self._pending_deletes():
-                return cached
-            signature, tables = self._read_parts(["note_id", "embedding"], model_version)
-            dim = self.dim() or 0
-            if tables:
-                combined = pa.concat_tables(tables)
-            else:
-                combined = pa.table({"note_id": pa.array([], pa.string()),
-                                     "embedding": pa.array([], pa.list_(pa.float32(), max(dim, 1)))})
-            combined = combined.append_column("_row", pa.array(np.arange(combined.num_rows, dtype=np.int64)))
-            last = combined.group_by("note_id", use_threads=False).aggregate([("_row", "max")])
-            keep = np.sort(last.column("_row_max").to_numpy())
-            live = combined.take(pa.array(keep))
-            ids = live.column("note_id").to_pylist()
-            matrix = _matrix(live.column("embedding"), dim) if dim else np.zeros((0, 0), np.float32)
-            deleted = self._pending_deletes().get(model_version)
-            if deleted:
-                mask = np.array([note_id not in deleted for note_id in ids], dtype=bool)
-                ids = [note_id for note_id, kept in zip(ids, mask) if kept]
-                matrix = matrix[mask]
-            matrix.setflags(write=False)
-            rows = VersionRows(signature, ids, matrix, {note_id: i for i, note_id in enumerate(ids)})
-            self._cache[model_version] = rows
+        rows = self._current(model_version)
+        if rows is not None:
             return rows
+        with self._cache_lock:  # one reader reads the table; the others wait for its rows
+            rows = self._current(model_version)
+            if rows is None:
+                rows = self._cache[model_version] = self._read_rows(model_version)
+            return rows
+
+    def _read_rows(self, model_version: str) -> VersionRows:
+        """The live rows of a model version from the part files (last write wins, pending deletes gone)."""
+        signature, tables = self._read_parts(["note_id", "embedding"], model_version)
+        dim = self.dim() or 0
+        if tables:
+            combined = pa.concat_tables(tables)
+        else:
+            combined = pa.table({"note_id": pa.array([], pa.string()),
+                                 "embedding": pa.array([], pa.list_(pa.float32(), max(dim, 1)))})
+        combined = combined.append_column("_row", pa.array(np.arange(combined.num_rows, dtype=np.int64)))
+        last = combined.group_by("note_id", use_threads=False).aggregate([("_row", "max")])
+        keep = np.sort(last.column("_row_max").to_numpy())
+        live = combined.take(pa.array(keep))
+        ids: list[str] = []
+        for part in _string_slices(live.column("note_id")):
+            ids.extend(part)
+        matrix = _matrix(live.column("embedding"), dim) if dim else np.zeros((0, 0), np.float32)
+        deleted = self._pending_deletes().get(model_version)
+        if deleted:
+            mask = np.array([note_id not in deleted for note_id in ids], dtype=bool)
+            ids = [note_id for note_id, kept in zip(ids, mask) if kept]
+            matrix = matrix[mask]
+        matrix.setflags(write=False)
+        return VersionRows(signature, ids, matrix, {note_id: i for i, note_id in enumerate(ids)})
 
     def model_versions(self) -> list[str]:
         _, tables = self._read_parts(["model_version"], None)
@@ -263,10 +351,17 @@ class ParquetEmbeddingTable(EmbeddingTable):
         rows = self._rows(model_version)
         if not rows.ids:
             self.refuse_other_versions(model_version)
-        found = [note_id for note_id in note_ids if note_id in rows.row_of]
-        missing = [note_id for note_id in note_ids if note_id not in rows.row_of]
+        row_of = rows.row_of
+        found, positions, missing = [], [], []
+        for note_id in note_ids:
+            position = row_of.get(note_id)
+            if position is None:
+                missing.append(note_id)
+            else:
+                found.append(note_id)
+                positions.append(position)
         if found:
-            vectors = rows.matrix[[rows.row_of[note_id] for note_id in found]]
+            vectors = rows.matrix[positions]
         else:
             vectors = np.zeros((0, rows.matrix.shape[1]), np.float32)
         return Lookup(found, vectors, missing)
@@ -294,10 +389,21 @@ class ParquetEmbeddingTable(EmbeddingTable):
         return None if newest is None else newest / 1000.0
 
     def has_ids(self, model_version: str) -> set[str]:
-        """Ids embedded under a model version, reading only the id column."""
+        """Ids embedded under a model version: the ids of the cached rows while they are current (the
+        recall server keeps them), else read from the id column alone. The set is filled a slice at
+        a time (see ``_string_slices``)."""
+        present: set[str] = set()
+        rows = self._current(model_version)
+        if rows is not None:
+            for start in range(0, len(rows.ids), ID_SLICE):
+                present.update(rows.ids[start:start + ID_SLICE])
+            return present
         _, tables = self._read_parts(["note_id"], model_version)
-        present = {note_id for table in tables for note_id in table.column("note_id").to_pylist()}
-        return present - self._pending_deletes().get(model_version, set())
+        for table in tables:
+            for ids in _string_slices(table.column("note_id")):
+                present.update(ids)
+        present.difference_update(self._pending_deletes().get(model_version, ()))
+        return present
 
     # ----------------------------------------------------------------- writes
     def put_many(self, note_ids: Sequence[str], vectors: np.ndarray, model_version: str) -> None:

@@ -245,3 +245,193 @@ def test_last_write_wins_after_a_delete_rewrites_a_part(tmp_path):
     np.testing.assert_array_equal(open_table(f"parquet:{directory}").get_many(["a"], "m1").vectors, v[5:6])
     table.compact()
     np.testing.assert_array_equal(open_table(f"parquet:{directory}").get_many(["a"], "m1").vectors, v[5:6])
+
+
+# ------------------------------------------------ a long-lived reader's cached rows follow every change
+def _put_new_part(table, v):
+    table.put_many(["d", "a"], v[4:6], "m1")
+
+
+def _rewrite_by_delete(table, v):
+    assert table.delete_many(["b"], "m1") == 1  # the older part is replaced under the same name
+
+
+def _write_and_compact(table, v):
+    table.put_many(["d"], v[4:5], "m1")
+    table.compact()  # a new part with every live row, the old ones removed
+
+
+def _crashed_delete(table, v):
+    from i2i.core.io import atomic_write_text
+
+    atomic_write_text(table.directory / JOURNAL_NAME, json.dumps({"model_version": "m1", "note_ids": ["c"]}))
+
+
+def _expected(change) -> dict[str, int]:
+    """Which row of ``v`` each note's vector is after the history below and ``change``."""
+    rows = {"a": 3, "b": 1, "c": 2}
+    if change is _put_new_part:
+        rows.update(d=4, a=5)
+    if change is _write_and_compact:
+        rows.update(d=4)
+    if change is _rewrite_by_delete:
+        del rows["b"]
+    if change is _crashed_delete:
+        del rows["c"]
+    return rows
+
+
+def _same_tick(directory, mtime_ns: int) -> None:
+    """Puts the directory's mtime back: what a filesystem shows when the write fell into the same
+    clock tick as the reader's listing (ext4's tick is a few ms, ext3's a second)."""
+    os.utime(directory, ns=(os.stat(directory).st_atime_ns, mtime_ns))
+
+
+def _next_tick(directory, mtime_ns: int) -> None:
+    """Makes sure the directory's mtime moved on from ``mtime_ns`` (a fast write may share the tick of
+    the listing before it) by adding and removing a hidden file until the filesystem's clock ticked."""
+    while os.stat(directory).st_mtime_ns == mtime_ns:
+        (directory / ".tick").write_text("")
+        (directory / ".tick").unlink()
+
+
+@pytest.mark.parametrize("change", [_put_new_part, _rewrite_by_delete, _write_and_compact, _crashed_delete],
+                         ids=["new part", "rewrite by delete", "compaction", "crashed delete's journal"])
+@pytest.mark.parametrize("tick", ["later tick", "same tick"])
+def test_a_cached_reader_sees_every_change(tmp_path, change, tick):
+    directory = tmp_path / "emb"
+    table = open_table(f"parquet:{directory}")
+    v = vectors(6, seed=11)
+    table.put_many(["a", "b", "c"], v[:3], "m1")
+    table.put_many(["a"], v[3:4], "m1")
+    # A later tick: the stamp is trusted at once (as on a filesystem with a fine clock). The same
+    # tick: it is never trusted, so lookups list the directory. Never relisting on a timer keeps a
+    # missed change missed.
+    settle = 0.0 if tick == "later tick" else 3600.0
+    reader = ParquetEmbeddingTable(directory, settle_seconds=settle, relist_seconds=float("inf"))
+    before = _expected(None)
+    assert reader.get_many(list("abcd"), "m1").found_ids == sorted(before)
+    assert reader.has_ids("m1") == set(before) and reader.count("m1") == len(before)
+    listed_mtime = os.stat(directory).st_mtime_ns
+
+    change(table, v)
+    if tick == "same tick":
+        _same_tick(directory, listed_mtime)
+    else:
+        _next_tick(directory, listed_mtime)
+    after = _expected(change)
+    for looked_up in (reader, open_table(f"parquet:{directory}")):  # the long-lived reader, a fresh one
+        assert looked_up.has_ids("m1") == set(after), (change.__name__, tick)
+        assert looked_up.count("m1") == len(after)
+        found = looked_up.get_many(list("abcd"), "m1")
+        assert found.found_ids == sorted(after)
+        np.testing.assert_array_equal(found.vectors, v[[after[i] for i in sorted(after)]])
+        assert sorted(i for ids, _ in looked_up.scan("m1") for i in ids) == sorted(after)
+
+
+def test_a_reader_trusts_a_stamp_only_after_seeing_it_settle(tmp_path):
+    """Seen unchanged for longer than the filesystem's tick, the stamp shows every later change; before
+    that, every lookup lists the directory, so writes in the stamp's own tick are not missed."""
+    directory = tmp_path / "emb"
+    table = open_table(f"parquet:{directory}")
+    table.put_many(["a"], vectors(1), "m1")
+    reader = ParquetEmbeddingTable(directory, settle_seconds=0.05, relist_seconds=float("inf"))
+    assert reader.get_many(["a", "b"], "m1").found_ids == ["a"]
+    mtime = os.stat(directory).st_mtime_ns
+    for round_, note in enumerate("bcd"):  # each write in the same tick as the first listing
+        table.put_many([note], vectors(1, seed=round_), "m1")
+        _same_tick(directory, mtime)
+        assert reader.get_many(["a", note], "m1").found_ids == ["a", note]
+    import time
+
+    time.sleep(0.06)
+    assert reader.count("m1") == 4  # lists once more, now a settle period after first seeing the stamp
+    table.put_many(["e"], vectors(1), "m1")  # a later write: the filesystem gives it a later mtime
+    _next_tick(directory, mtime)
+    assert reader.get_many(["e"], "m1").found_ids == ["e"]
+
+
+def test_a_foreign_file_rewritten_in_place_is_seen_at_the_next_listing(tmp_path):
+    """Writing into an existing file leaves the directory's stamp alone: readers list the directory
+    every relist_seconds all the same."""
+    import time
+
+    directory = tmp_path / "spark"
+    foreign_file(directory, SPARK_0, ["a"], vectors(1, seed=1))
+    reader = ParquetEmbeddingTable(directory, settle_seconds=0.0, relist_seconds=0.05)
+    np.testing.assert_array_equal(reader.get_many(["a"], "m1").vectors, vectors(1, seed=1))
+    mtime = os.stat(directory).st_mtime_ns
+    foreign_file(directory, SPARK_0, ["a", "b"], vectors(2, seed=2))  # truncates and rewrites the same file
+    _same_tick(directory, mtime)
+    time.sleep(0.06)
+    found = reader.get_many(["a", "b"], "m1")
+    assert found.found_ids == ["a", "b"]
+    np.testing.assert_array_equal(found.vectors, vectors(2, seed=2))
+
+
+def test_has_ids_reads_many_slices_the_same_warm_or_cold(tmp_path):
+    from embedding.table.parquet import ID_SLICE
+
+    directory = tmp_path / "emb"
+    table = open_table(f"parquet:{directory}")
+    count = 2 * ID_SLICE + 7
+    ids = [f"n{i}" for i in range(count)]
+    table.put_many(ids, np.zeros((count, DIM), np.float32), "m1")
+    table.put_many(ids[:5] + ["new"], np.ones((6, DIM), np.float32), "m1")
+    table.put_many(["other"], np.ones((1, DIM), np.float32), "m2")
+    assert table.delete_many([ids[ID_SLICE], ids[-1]], "m1") == 2
+    (directory / JOURNAL_NAME).write_text(json.dumps({"model_version": "m1", "note_ids": [ids[1]]}))
+    expected = (set(ids) | {"new"}) - {ids[ID_SLICE], ids[-1], ids[1]}
+    warm = ParquetEmbeddingTable(directory)
+    assert warm.count("m1") == len(expected)  # reads the rows, which has_ids then takes its ids from
+    assert warm.has_ids("m1") == expected
+    assert ParquetEmbeddingTable(directory).has_ids("m1") == expected  # from the id column
+    assert warm.has_ids("m2") == {"other"} and warm.has_ids("m3") == set()
+
+
+def test_readers_follow_a_concurrent_writer(tmp_path):
+    """A writer appends, deletes and compacts while readers look up: every lookup is one write's
+    state (a and b from the same batch, never older than a lookup before it), and after the writer
+    stops every reader sees its last write."""
+    import threading
+
+    directory = tmp_path / "emb"
+    writer = open_table(f"parquet:{directory}")
+    writer.put_many(["a", "b"], np.zeros((2, DIM), np.float32), "m1")
+    batches = 30
+    failures: list[str] = []
+    done = threading.Event()
+
+    def write() -> None:
+        try:
+            for batch in range(1, batches + 1):
+                writer.put_many(["a", "b", f"x{batch}"], np.full((3, DIM), batch, np.float32), "m1")
+                if batch % 3 == 0:
+                    writer.delete_many([f"x{batch}"], "m1")
+                if batch % 10 == 0:
+                    writer.compact()
+        except Exception as exc:  # reported by the test thread
+            failures.append(f"writer: {exc!r}")
+        finally:
+            done.set()
+
+    def read(reader) -> None:
+        newest = 0
+        while not done.is_set() and not failures:
+            found = reader.get_many(["a", "b"], "m1")
+            batch = int(found.vectors[0, 0])
+            if found.found_ids != ["a", "b"] or not (found.vectors == batch).all() or batch < newest:
+                failures.append(f"reader saw {found.found_ids} {found.vectors[:, 0]} after batch {newest}")
+            newest = batch
+
+    readers = [ParquetEmbeddingTable(directory) for _ in range(2)]
+    threads = [threading.Thread(target=write)] + [threading.Thread(target=read, args=(r,)) for r in readers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not failures, failures[:3]
+    expected = {"a", "b"} | {f"x{batch}" for batch in range(1, batches + 1) if batch % 3}
+    for reader in readers + [open_table(f"parquet:{directory}")]:
+        np.testing.assert_array_equal(reader.get_many(["a", "b"], "m1").vectors, np.full((2, DIM), batches))
+        assert reader.has_ids("m1") == expected
