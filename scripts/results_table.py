@@ -44,6 +44,7 @@ ABLATION_SEEDS = (42,)  # the other variants: one seed each by default (the pape
 # every-val-pair diagnostics at the start and end of each training stay cheap on a CPU. The test
 # split does not depend on it.
 VAL_FRACTION = 0.02
+VAL_EVERY = 100  # diagnostics every 100 steps as well: the training curves of the table's checkpoints
 TEST_DAYS = 7  # the test pool: notes published in the last week
 FIRST_VARIANTS = ("basic", "notellm2")  # trained first: the paper's key comparison survives an early stop
 
@@ -55,6 +56,7 @@ class Dataset:
     name: str
     data_args: list[str]
     pairs_args: list[str]
+    train_args: list[str]
     variants: tuple[str, ...]
     baselines: tuple[str, ...]
     zero_shot_variant: str
@@ -85,9 +87,9 @@ def datasets(quick: bool) -> dict[str, Dataset]:
     # the defaults of `i2i data fashion-notes` are the benchmark's sizes
     fashion_size = ["--notes", "600", "--users", "40", "--days", "5", "--test-days", "2"] if quick else []
     return {
-        "fashion-notes": Dataset("fashion-notes", fashion_size, ["--val-fraction", str(VAL_FRACTION)], VARIANTS,
-                                 BASELINES, "notellm2", True),
-        "movielens": Dataset("movielens", [], [], ("text_only",), ("bm25", "minilm"), "text_only", False),
+        "fashion-notes": Dataset("fashion-notes", fashion_size, ["--val-fraction", str(VAL_FRACTION)],
+                                 ["--val-every", str(VAL_EVERY)], VARIANTS, BASELINES, "notellm2", True),
+        "movielens": Dataset("movielens", [], [], [], ("text_only",), ("bm25", "minilm"), "text_only", False),
     }
 
 
@@ -176,7 +178,7 @@ def train(run: RunConfig, dataset: Dataset, notes: Path, pairs: Path, variant: s
     started = time.perf_counter()
     resume = ["--resume"] if (checkpoint / "meta.json").exists() else []
     i2i("train", "--notes", str(notes), "--pairs", str(pairs), "--out", str(checkpoint), "--variant", variant,
-        "--seed", str(seed), *train_args(run), *resume)
+        "--seed", str(seed), *dataset.train_args, *train_args(run), *resume)
     write_json_atomic(done, {"variant": variant, "seed": seed, "seconds": round(time.perf_counter() - started, 1),
                              "args": train_args(run)})
     return checkpoint

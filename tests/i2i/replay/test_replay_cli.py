@@ -72,7 +72,7 @@ def test_options_become_the_typed_config():
 
 
 def test_the_recipe_without_options_is_the_presets(data, tmp_path):
-    """No --steps/--batch-size: training runs the backbone's preset (cpu_offline: 200 steps of 8)."""
+    """No --steps/--batch-size: training runs the backbone's preset (cpu_offline)."""
     from embedding.train_cli import build_run_config
 
     run = build_run_config(ReplayConfig(data, dt.date(2026, 11, 5)).train_job("n", "p", "o"))
