@@ -6,6 +6,7 @@ one line and exits 2, the same for every subcommand.
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from i2i.core.errors import InputError
 
@@ -24,14 +25,21 @@ class ArgumentParser(argparse.ArgumentParser):
         raise InputError(message)
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer (must be at least 1), got {text}")
-    return value
+def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
+    """An argparse type for integers >= ``minimum``; ``what`` names the bound in the error."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {what} (must be at least {minimum}), got {text}")
+        return value
+    return parse
+
+
+positive_int = int_at_least(1, "a positive integer")
+non_negative_int = int_at_least(0, "a non-negative integer")
 
 
 def non_negative_float(text: str) -> float:

@@ -14,7 +14,7 @@ import shlex
 from pathlib import Path
 
 from i2i.app.replay.config import ALL_CHANNELS, BACKBONES, ReplayConfig
-from i2i.core.cmdline import ArgumentParser, positive_int
+from i2i.core.cmdline import ArgumentParser, non_negative_int, positive_int
 from i2i.core.errors import InputError
 
 
@@ -23,16 +23,6 @@ def day(text: str) -> dt.date:
         return dt.date.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a day as YYYY-MM-DD, got {text!r}") from None
-
-
-def non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
-    return value
 
 
 def at_least_two(text: str) -> int:
