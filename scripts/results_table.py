@@ -4,7 +4,7 @@
 For each dataset (fashion-notes with images, movielens text only) it runs the whole pipeline
 through the ``i2i`` command line: ``i2i data`` -> ``i2i cooccur`` -> ``i2i pairs --test-since`` ->
 ``i2i train`` for each variant and seed -> ``i2i eval`` on the test split, plus the baselines (bm25,
-minilm, image), an untrained checkpoint (zero-shot), the random floor and the oracle ceiling.
+minilm, image), the untrained checkpoints of basic and notellm2 (zero-shot), the random floor and the oracle ceiling.
 
 The protocol is the paper's (section 2.3): train and val pairs come from the notes before the test
 period, the test pool is every note published in the last week (``i2i eval --pool-since``), each
@@ -59,7 +59,7 @@ class Dataset:
     train_args: list[str]
     variants: tuple[str, ...]
     baselines: tuple[str, ...]
-    zero_shot_variant: str
+    zero_shot_variants: tuple[str, ...]  # each trained one gets its untrained checkpoint's row
     has_images: bool
 
 
@@ -88,8 +88,8 @@ def datasets(quick: bool) -> dict[str, Dataset]:
     fashion_size = ["--notes", "600", "--users", "40", "--days", "5", "--test-days", "2"] if quick else []
     return {
         "fashion-notes": Dataset("fashion-notes", fashion_size, ["--val-fraction", str(VAL_FRACTION)],
-                                 ["--val-every", str(VAL_EVERY)], VARIANTS, BASELINES, "notellm2", True),
-        "movielens": Dataset("movielens", [], [], [], ("text_only",), ("bm25", "minilm"), "text_only", False),
+                                 ["--val-every", str(VAL_EVERY)], VARIANTS, BASELINES, FIRST_VARIANTS, True),
+        "movielens": Dataset("movielens", [], [], [], ("text_only",), ("bm25", "minilm"), ("text_only",), False),
     }
 
 
@@ -184,16 +184,16 @@ def train(run: RunConfig, dataset: Dataset, notes: Path, pairs: Path, variant: s
     return checkpoint
 
 
-def untrained_checkpoint(run: RunConfig, dataset: Dataset) -> Path:
+def untrained_checkpoint(run: RunConfig, dataset: Dataset, variant: str) -> Path:
     """The model with its pretrained backbones and random new layers, saved without training."""
-    checkpoint = run.work / dataset.name / "checkpoints" / f"zero_shot_{dataset.zero_shot_variant}"
+    checkpoint = run.work / dataset.name / "checkpoints" / f"zero_shot_{variant}"
     if (checkpoint / "meta.json").exists():
         return checkpoint
     from embedding.untrained import save_untrained_checkpoint
 
-    log(f"building the untrained {dataset.zero_shot_variant} checkpoint {checkpoint}")
+    log(f"building the untrained {variant} checkpoint {checkpoint}")
     # the same configuration as `i2i train` builds for the trained variants
-    return save_untrained_checkpoint(checkpoint, dataset.zero_shot_variant, train_args(run))
+    return save_untrained_checkpoint(checkpoint, variant, train_args(run))
 
 
 def evaluate(run: RunConfig, dataset: Dataset, data: Prepared, name: str, method: list[str], seed: int = 0) -> Path:
@@ -245,10 +245,12 @@ def run_dataset(run: RunConfig, dataset: Dataset) -> tuple[list[tuple[str, str, 
         add(baseline, "baseline", single(run, dataset, data, baseline, ["--baseline", baseline]))
     if not run.train:
         return rows, {}
-    zero_shot = untrained_checkpoint(run, dataset)
-    name = f"zero-shot {dataset.zero_shot_variant}"
     cache = ["--vision-cache", str(run.work / dataset.name / "vision_cache")]  # one frozen encoder for all
-    add(name, "untrained", single(run, dataset, data, name.replace(" ", "_"), ["--checkpoint", str(zero_shot), *cache]))
+    for variant in (v for v in dataset.zero_shot_variants if v in dataset.variants):
+        zero_shot = untrained_checkpoint(run, dataset, variant)
+        name = f"zero-shot {variant}"
+        add(name, "untrained", single(run, dataset, data, name.replace(" ", "_"),
+                                      ["--checkpoint", str(zero_shot), *cache]))
     trained = {}
     for variant in sorted(dataset.variants, key=lambda v: (v not in FIRST_VARIANTS, VARIANTS.index(v))):
         seeds = run.seeds if variant in FIRST_VARIANTS else run.ablation_seeds
@@ -361,9 +363,14 @@ def difference_lines(differences: dict) -> list[str]:
                     cells.append("—")
                 else:
                     d = diff["difference"]
-                    cells.append(f"{d['value']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}), p = {diff['p_value']:.3f}")
+                    cells.append(f"{d['value']:+.3f} ({d['low']:+.3f} to {d['high']:+.3f}), {p_value(diff['p_value'])}")
             lines.append(f"| {title} | " + " | ".join(cells) + " |")
     return lines
+
+
+def p_value(p: float) -> str:
+    """A bootstrap p-value of 0 means none of the draws crossed 0: below the draws' resolution."""
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
 def finding(rows: list[tuple[str, str, dict]], differences: dict) -> str:
@@ -383,7 +390,7 @@ def finding(rows: list[tuple[str, str, dict]], differences: dict) -> str:
     else:
         verdict = "cannot be told apart from"
     return (f"On short-query pairs notellm2 {verdict} basic at R@100: {diff['a']:.3f} vs {diff['b']:.3f}, "
-            f"difference {d['value']:+.3f} (95% interval {d['low']:+.3f} to {d['high']:+.3f}, p = {diff['p_value']:.3f}) "
+            f"difference {d['value']:+.3f} (95% interval {d['low']:+.3f} to {d['high']:+.3f}, {p_value(diff['p_value'])}) "
             f"over {diff['pairs']} pairs, seeds averaged.")
 
 

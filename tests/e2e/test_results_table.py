@@ -25,11 +25,11 @@ def test_quick_results_table_follows_the_protocol(tmp_path):
 
     results = json.loads((work / "results.json").read_text())["fashion-notes"]
     runs = {row["method"]: row["metrics"].get("runs") for row in results["rows"]}
-    assert runs == {"random": 2, "oracle": 1, "bm25": 1, "zero-shot notellm2": 1, "basic": 2, "notellm2": 2,
+    assert runs == {"random": 2, "oracle": 1, "bm25": 1, "zero-shot basic": 1, "zero-shot notellm2": 1, "basic": 2, "notellm2": 2,
                     "text_only": 1}
     checkpoints = sorted(p.name for p in (work / "fashion-notes" / "checkpoints").iterdir() if p.is_dir())
     assert checkpoints == ["basic_seed42", "basic_seed43", "notellm2_seed42", "notellm2_seed43",
-                           "text_only_seed42", "zero_shot_notellm2"]
+                           "text_only_seed42", "zero_shot_basic", "zero_shot_notellm2"]
     difference = results["paired_differences"]["notellm2 - basic"]
     assert difference["pairs_compared"] == next(r for r in results["rows"] if r["method"] == "basic")["metrics"]["pairs"]
     assert set(difference["groups"]) == {"all", "short_query", "short_target"}
