@@ -176,15 +176,29 @@ def render(result: ReplayResult, split: DaySplit, out: Path, config: ReportConfi
         f"<p>{len(result.cases)} users scored; each sent their click history before day D to the channel, "
         f"and the notes they clicked on day D are marked <span class='tag'>clicked</span>; "
         f"<span class='new'>new</span> = published on day D.</p>",
-        "<h2>Summary</h2>", f"<pre>{html.escape(json.dumps(result.summary, indent=2, default=str))}</pre>",
-        "<h2>Results</h2>", table,
+        f"<p>{html.escape(run_facts(result.summary))}</p>",
         '<h2>Recall@k per channel</h2><div class="plots">'
         + "".join(f'<img src="{p.name}" alt="{p.stem}">' for p in plots) + "</div>",
         f"<h2>A sample of {len(users)} users</h2>",
         *[user_section(case, result, cards, split.new_ids, config) for case in users],
+        "<h2>Results</h2>", table,
+        # the whole run record stays one click away: a person looks at the notes first
+        "<details><summary>Run details (JSON)</summary>"
+        f"<pre>{html.escape(json.dumps(result.summary, indent=2, default=str))}</pre></details>",
     ]
     return ("<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Next-day replay</title>"
             f"<style>{STYLE}</style></head><body>" + "\n".join(sections) + "</body></html>\n")
+
+
+def run_facts(summary: dict) -> str:
+    """One sentence of what was replayed, from the run's summary (keys absent in older runs are left out)."""
+    facts = [f"{summary[key]} {label}" for key, label in (("notes_before", "notes before day D"),
+                                                          ("new_notes", "published on day D"),
+                                                          ("deleted", "deleted on day D")) if key in summary]
+    if "wall_seconds" in summary:
+        facts.append(f"this invocation took {float(summary['wall_seconds']):.0f} s (stages done before are reused)")
+    command = summary.get("command")
+    return "; ".join(facts) + (f". Command: {command}" if command else "")
 
 
 def markdown_table_html(result: ReplayResult) -> str:

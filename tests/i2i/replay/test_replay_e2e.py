@@ -223,6 +223,8 @@ def test_report_renders_in_headless_chromium(replay):
     page = (report / "index.html").read_text()
     parser = References()
     parser.feed(page)
+    assert "3 deleted on day D" in page  # the run's facts head the page; the JSON record sits at its end
+    assert page.index("A sample of") < page.index("Run details (JSON)")
     assert parser.images >= 3 + 4 * 2  # three plots, then history and recalled notes of four users
     for ref in parser.refs:  # every link stays inside the report directory and exists
         assert not re.match(r"^(/|[a-z]+:)", ref), ref
