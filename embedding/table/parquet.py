@@ -114,12 +114,14 @@ def _write_then_rename(table: pa.Table, final: Path) -> None:
 
 def _embedding_width(path: Path) -> int | None:
     """Vector width of one part: the fixed list size, or the length of the first vector of a list column."""
-    field = pq.read_schema(path).field("embedding")
-    if pa.types.is_fixed_size_list(field.type):
-        return field.type.list_size
-    if not (pa.types.is_list(field.type) or pa.types.is_large_list(field.type)):
-        raise InputError(f"{path}: embedding column is {field.type}, not a list of float32")
-    column = pq.read_table(path, columns=["embedding"]).column("embedding").drop_null()
+    with open(path, "rb") as handle:  # one open file: a part renamed over this name mid-read is not mixed in
+        part = pq.ParquetFile(handle)
+        field = part.schema_arrow.field("embedding")
+        if pa.types.is_fixed_size_list(field.type):
+            return field.type.list_size
+        if not (pa.types.is_list(field.type) or pa.types.is_large_list(field.type)):
+            raise InputError(f"{path}: embedding column is {field.type}, not a list of float32")
+        column = part.read(columns=["embedding"]).column("embedding").drop_null()
     return len(column[0].as_py()) if len(column) else None
 
 
@@ -231,7 +233,10 @@ class ParquetEmbeddingTable(EmbeddingTable):
     def _read_part(self, path: Path, columns: list[str] | None = None, filters=None) -> pa.Table:
         """One part's rows in the contract's types; an unreadable part is an error that names it."""
         try:
-            table = pq.read_table(path, columns=columns, filters=filters)
+            # one open file for footer and pages: a writer renaming a new part over this name between
+            # the two reads would otherwise hand the old footer's offsets to the new file's bytes
+            with open(path, "rb") as handle:
+                table = pq.read_table(handle, columns=columns, filters=filters)
         except FileNotFoundError:
             raise
         except (pa.ArrowInvalid, OSError) as exc:
