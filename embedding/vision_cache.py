@@ -130,6 +130,3 @@ class VisionCache:
         fsync_path(self.root)
         self._pending = {}
         self._load_part(self.root / name)
-
-    def close(self) -> None:
-        self.flush()

@@ -4,15 +4,16 @@
 For each dataset (fashion-notes with images, movielens text only) it runs the whole pipeline
 through the ``i2i`` command line: ``i2i data`` -> ``i2i cooccur`` -> ``i2i pairs --test-since`` ->
 ``i2i train`` for each variant and seed -> ``i2i eval`` on the test split, plus the baselines (bm25,
-minilm, image), the untrained checkpoints of basic and notellm2 (zero-shot), the random floor and the oracle ceiling.
+minilm, image), the untrained checkpoints of basic and notellm2 (zero-shot), the random floor and
+the oracle ceiling.
 
 The protocol is the paper's (section 2.3): train and val pairs come from the notes before the test
 period, the test pool is every note published in the last week (``i2i eval --pool-since``), each
 query ranks all other pool notes; R@100/1k/10k on all, short-query and short-target pairs with
 95% bootstrap intervals, basic, notellm2 and the random row averaged over seeds 42, 43, 44 (the
 other variants one seed, ``--ablation-seeds``), and the paired bootstrap difference notellm2 - basic
-on the same pairs. Every step writes into ``--work`` and is skipped when its output is already there, so an interrupted run resumes where it
-stopped. ``--quick`` is a smoke run (tiny backbones, few notes, a few steps, one seed) that writes
+on the same pairs. Every step writes into ``--work`` and is skipped when its output is already
+there, so an interrupted run resumes where it stopped. ``--quick`` is a smoke run (tiny backbones, few notes, a few steps, one seed) that writes
 its table into the work directory.
 
     python scripts/results_table.py --work runs/results            # the CPU-sized run

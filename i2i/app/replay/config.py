@@ -106,9 +106,6 @@ class ReplayConfig:
     def embedding_channels(self) -> list[str]:
         return [c for c in EMBEDDING_CHANNELS if c in self.channels]
 
-    def local_channels(self) -> list[str]:
-        return [c for c in OTHER_CHANNELS if c in self.channels]
-
     def needs_training(self) -> bool:
         return self.checkpoint is None and "trained" in self.channels
 

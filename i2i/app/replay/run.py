@@ -29,7 +29,7 @@ from i2i.app.replay.build import (
     untrained_checkpoint,
     write_split,
 )
-from i2i.app.replay.config import REFERENCE, TITLES, ReplayConfig
+from i2i.app.replay.config import EMBEDDING_CHANNELS, REFERENCE, TITLES, ReplayConfig
 from i2i.app.replay.results import ChannelResult, ReplayResult
 from i2i.app.replay.scoring import KS
 from i2i.app.replay.split import DaySplit, load_split, user_cases
@@ -118,7 +118,7 @@ def replay_channels(config: ReplayConfig, split: DaySplit, cases, channels: list
     paths = DayBefore(config.out / "work")
     made_from = split_identity(split, config)
     trained: Path | None = config.checkpoint
-    if set(channels) & {"trained", "untrained", "minilm", "image", "cooccur"}:  # the stages read these tables
+    if set(channels) & {*EMBEDDING_CHANNELS, "cooccur"}:  # the stages read these tables
         with clock.stage("write split"):
             write_split(split, paths, made_from)
     if ("trained" in channels and trained is None) or "cooccur" in channels:
@@ -133,7 +133,7 @@ def replay_channels(config: ReplayConfig, split: DaySplit, cases, channels: list
     k = max(KS)
     results: list[ChannelResult] = []
     vision_cache = paths.root / "vision_cache"  # the trained and untrained model share one frozen encoder
-    for name in [c for c in ("trained", "untrained", "minilm", "image") if c in channels]:
+    for name in [c for c in EMBEDDING_CHANNELS if c in channels]:
         if name == "trained":
             embedder = CheckpointEmbedder(TITLES[name], trained, config.device, vision_cache)
         elif name == "untrained":
