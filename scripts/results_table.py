@@ -258,7 +258,7 @@ def run_dataset(run: RunConfig, dataset: Dataset) -> tuple[list[tuple[str, str, 
         checkpoints = {seed: train(run, dataset, data.notes, data.pairs, variant, seed) for seed in seeds}
         trained[variant] = seeded(run, dataset, data, variant,
                                   {s: ["--checkpoint", str(c), *cache] for s, c in checkpoints.items()})
-        trained[variant][0]["training"] = training_summary(checkpoints[seeds[0]])
+        trained[variant][0]["training"] = [{"seed": seed, **training_summary(checkpoints[seed])} for seed in seeds]
     for variant in dataset.variants:
         add(variant, "trained", trained[variant])
     differences = {}
@@ -290,14 +290,15 @@ def training_summary(checkpoint: Path) -> dict:
 
 
 def training_table(rows: list[tuple[str, str, dict]]) -> list[str]:
-    trained = [(method, metrics["training"]) for method, kind, metrics in rows if "training" in metrics]
+    """One row per trained checkpoint (every seed): its losses against chance and the oracle, and its probes."""
+    trained = [(method, t) for method, kind, metrics in rows for t in metrics.get("training", [])]
     if not trained:
         return []
     fmt = lambda value, spec: "—" if value is None else format(value, spec)  # noqa: E731
-    lines = ["", "| variant | steps | batch (pairs) | last train loss | val loss (start -> end) | chance | oracle | "
-             "kNN category | kNN colour | probe cosine | train notes/s |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["", "| variant | seed | steps | batch (pairs) | last train loss | val loss (start -> end) | chance | "
+             "oracle | kNN category | kNN colour | probe cosine | train notes/s |", "|" + "---|" * 12]
     for method, t in trained:
-        lines.append(f"| {method} | {t['steps']} | {t['batch_size']} | {fmt(t['loss'], '.3f')} | "
+        lines.append(f"| {method} | {t['seed']} | {t['steps']} | {t['batch_size']} | {fmt(t['loss'], '.3f')} | "
                      f"{fmt(t.get('val_loss_start'), '.3f')} -> {fmt(t['val_loss'], '.3f')} | "
                      f"{fmt(t.get('chance_loss'), '.3f')} | {fmt(t.get('oracle_loss'), '.3f')} | "
                      f"{fmt(t.get('knn_category'), '.2f')} | {fmt(t.get('knn_colour'), '.2f')} | "

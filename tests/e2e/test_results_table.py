@@ -40,3 +40,11 @@ def test_quick_results_table_follows_the_protocol(tmp_path):
     assert any((work / "fashion-notes" / "vision_cache").rglob("features.npy"))
     table = (work / "results.md").read_text()
     assert "Paired bootstrap difference notellm2 - basic" in table and "| text_only | trained | 1 |" in table
+    # the training summary: one row per trained checkpoint, so a seed that failed to learn shows
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| variant | seed |"))
+    body = lines[header + 2:]
+    training_rows = [line.split(" | ")[:2] for line in body[:next(i for i, l in enumerate(body + [""]) if not l.startswith("|"))]]
+    trained = {(row["method"], t["seed"]) for row in results["rows"] for t in row["metrics"].get("training", [])}
+    assert trained == {("basic", 42), ("basic", 43), ("notellm2", 42), ("notellm2", 43), ("text_only", 42)}
+    assert sorted((m.lstrip("| "), int(s)) for m, s in training_rows) == sorted(trained)
