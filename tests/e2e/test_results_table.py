@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -25,14 +27,20 @@ def test_quick_results_table_follows_the_protocol(tmp_path):
 
     results = json.loads((work / "results.json").read_text())["fashion-notes"]
     runs = {row["method"]: row["metrics"].get("runs") for row in results["rows"]}
-    assert runs == {"random": 2, "oracle": 1, "bm25": 1, "zero-shot basic": 1, "zero-shot notellm2": 1, "basic": 2, "notellm2": 2,
-                    "text_only": 1}
+    assert runs == {"random": 2, "oracle": 1, "bm25": 1, "zero-shot basic": 1, "zero-shot notellm2": 1,
+                    "zero-shot text_only": 1, "basic": 2, "notellm2": 2, "text_only": 1}
     checkpoints = sorted(p.name for p in (work / "fashion-notes" / "checkpoints").iterdir() if p.is_dir())
     assert checkpoints == ["basic_seed42", "basic_seed43", "notellm2_seed42", "notellm2_seed43",
-                           "text_only_seed42", "zero_shot_basic", "zero_shot_notellm2"]
+                           "text_only_seed42", "zero_shot_basic", "zero_shot_notellm2", "zero_shot_text_only"]
     difference = results["paired_differences"]["notellm2 - basic"]
     assert difference["pairs_compared"] == next(r for r in results["rows"] if r["method"] == "basic")["metrics"]["pairs"]
     assert set(difference["groups"]) == {"all", "short_query", "short_target"}
+    # what training gave each variant: its row against its own untrained checkpoint's row, on the same pairs
+    recall = {row["method"]: row["metrics"]["groups"]["all"]["recall"]["R@100"] for row in results["rows"]}
+    for variant in ("basic", "notellm2", "text_only"):
+        gain = results["paired_differences"][f"{variant} - its untrained checkpoint"]["groups"]["all"]["R@100"]
+        assert (gain["a"], gain["b"]) == (pytest.approx(recall[variant]), pytest.approx(recall[f"zero-shot {variant}"]))
+        assert gain["difference"]["value"] == pytest.approx(recall[variant] - recall[f"zero-shot {variant}"])
 
     pairs_summary = json.loads((work / "fashion-notes" / "pairs" / "_SUMMARY.json").read_text())
     assert pairs_summary["config"]["val_fraction"] == 0.02
@@ -40,11 +48,13 @@ def test_quick_results_table_follows_the_protocol(tmp_path):
     assert any((work / "fashion-notes" / "vision_cache").rglob("features.npy"))
     table = (work / "results.md").read_text()
     assert "Paired bootstrap difference notellm2 - basic" in table and "| text_only | trained | 1 |" in table
+    assert "Each trained variant minus its untrained checkpoint" in table
     # the training summary: one row per trained checkpoint, so a seed that failed to learn shows
     lines = table.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| variant | seed |"))
     body = lines[header + 2:]
-    training_rows = [line.split(" | ")[:2] for line in body[:next(i for i, l in enumerate(body + [""]) if not l.startswith("|"))]]
+    end = next(i for i, line in enumerate(body + [""]) if not line.startswith("|"))
+    training_rows = [line.split(" | ")[:2] for line in body[:end]]
     trained = {(row["method"], t["seed"]) for row in results["rows"] for t in row["metrics"].get("training", [])}
     assert trained == {("basic", 42), ("basic", 43), ("notellm2", 42), ("notellm2", 43), ("text_only", 42)}
     assert sorted((m.lstrip("| "), int(s)) for m, s in training_rows) == sorted(trained)
