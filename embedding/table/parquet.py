@@ -241,7 +241,11 @@ class ParquetEmbeddingTable(EmbeddingTable):
             raise
         except (pa.ArrowInvalid, OSError) as exc:
             raise InputError(f"embedding table {self.url}: cannot read part {path.name}: {exc}") from exc
-        dim = self.dim() if "embedding" in table.column_names else None
+        dim = None
+        if "embedding" in table.column_names:
+            dim = self.dim()
+            if dim is None and table.column("embedding").null_count < table.num_rows:
+                raise FileNotFoundError(path)  # these rows have vectors, so the parts were replaced since: list again
         return _conform(table, dim or 1, path)
 
     @contextmanager
@@ -320,7 +324,8 @@ class ParquetEmbeddingTable(EmbeddingTable):
     def _read_rows(self, model_version: str) -> VersionRows:
         """The live rows of a model version from the part files (last write wins, pending deletes gone)."""
         signature, tables = self._read_parts(["note_id", "embedding"], model_version)
-        dim = self.dim() or 0
+        # the width of the rows read (a second look at the directory could find their parts replaced)
+        dim = tables[0].schema.field("embedding").type.list_size if tables else (self.dim() or 0)
         if tables:
             combined = pa.concat_tables(tables)
         else:

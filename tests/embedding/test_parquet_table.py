@@ -438,3 +438,41 @@ def test_readers_follow_a_concurrent_writer(tmp_path):
     for reader in readers + [open_table(f"parquet:{directory}")]:
         np.testing.assert_array_equal(reader.get_many(["a", "b"], "m1").vectors, np.full((2, DIM), batches))
         assert reader.has_ids("m1") == expected
+
+
+class ListingGoneStale(ParquetEmbeddingTable):
+    """A reader whose first listing made while it reads a part is one taken before a compaction: what
+    a reader sees when a writer compacts between opening a part and looking up the table's width."""
+
+    def __init__(self, directory, stale) -> None:
+        super().__init__(directory)
+        self.stale, self.reading, self.went_stale = stale, False, False
+
+    def _read_part(self, path, *args, **kwargs):
+        self.reading = True
+        try:
+            return super()._read_part(path, *args, **kwargs)
+        finally:
+            self.reading = False
+
+    def parts(self):
+        if self.reading and not self.went_stale:
+            self.went_stale = True
+            return self.stale
+        return super().parts()
+
+
+def test_a_reader_whose_parts_were_compacted_away_mid_read_lists_again(tmp_path):
+    directory = tmp_path / "emb"
+    writer = open_table(f"parquet:{directory}")
+    writer.put_many(["a"], np.full((1, DIM), 1, np.float32), "m1")
+    writer.put_many(["b"], np.full((1, DIM), 2, np.float32), "m1")
+    stale = writer.parts()
+    writer.compact()  # the two parts above are gone, their rows in a new one
+    assert not any(part.path.exists() for part in stale)
+
+    reader = ListingGoneStale(directory, stale)
+    found = reader.get_many(["a", "b"], "m1")
+    assert found.found_ids == ["a", "b"]
+    np.testing.assert_array_equal(found.vectors, [np.full(DIM, 1), np.full(DIM, 2)])
+    assert reader.went_stale
