@@ -26,9 +26,18 @@ import recall_load as load  # noqa: E402
 
 
 def memory_mb(pid: int) -> tuple[float, float]:
-    """(resident, peak resident) MiB of a process, from /proc."""
-    fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
-    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+    """(resident, peak resident) MiB of a server, from /proc: summed over its processes (a page two
+    processes share counts twice; each process holds its own index, so few are shared)."""
+    rss = peak = 0.0
+    for member in load.process_tree(pid):
+        try:
+            text = Path(f"/proc/{member}/status").read_text()
+        except OSError:
+            continue
+        fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+        rss += int(fields["VmRSS"].split()[0]) / 1024
+        peak += int(fields["VmHWM"].split()[0]) / 1024
+    return rss, peak
 
 
 def auto_nlist(n: int) -> int:

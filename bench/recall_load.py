@@ -6,9 +6,10 @@ with ``i2i index build`` at its defaults. Then it starts, as processes on loopba
 at its defaults (mode ``serve``), the same without its neighbour cache (mode ``nocache``: every
 history note searched, the cost of notes never seen before) and the server of ``--baseline-ref``
 (the code before the speed work, exported with ``git archive``) as the old benchmark ran it
-(``--nprobe 8``, mode ``baseline``), and drives each with closed-loop clients (grpc.aio, spread over a few processes)
-that send Recall(history of 50 notes, k=200) back to back for a fixed time. Prints QPS,
-p50/p95/p99, errors, server CPU per request with its breakdown (lookup, neighbour cache, quantizer,
+(``--nprobe 8``, mode ``baseline``), and drives each with closed-loop clients (grpc.aio, each on its
+own connection, spread over a few processes) that send Recall(history of 50 notes, k=200) back to
+back for a fixed time. Prints QPS, p50/p95/p99, errors, server CPU per request (every process of
+the server) with its breakdown (lookup, neighbour cache, quantizer,
 list scan, merge, response, and the rest: gRPC and protobuf), the share of history notes the
 neighbour cache answered, recall@k of the merged list against an exact
 search over all notes, and the ratios between the modes.
@@ -278,10 +279,34 @@ def wait_freshness_checked(metrics_port: int | None, timeout: float = 300.0) -> 
         time.sleep(0.2)
 
 
+def process_tree(pid: int) -> list[int]:
+    """A process and its descendants (Linux /proc): ``i2i serve`` with several processes serves
+    from its children, so the server is charged for the whole tree."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # a process that just ended
+            continue
+    tree, frontier = [pid], [pid]
+    while frontier:
+        parent = frontier.pop()
+        children = [child for child, its_parent in parents.items() if its_parent == parent]
+        tree += children
+        frontier += children
+    return tree
+
+
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (Linux /proc), to charge the server per request."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of a process and its descendants, to charge the server per request."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def stop_server(process: subprocess.Popen) -> str:
@@ -293,7 +318,8 @@ def stop_server(process: subprocess.Popen) -> str:
 # --------------------------------------------------------------------------- clients
 def client_process(target: str, histories: list[list[str]], loops: int, k: int, warmup: float, duration: float,
                    offset: int, interval: float, results) -> None:
-    """Runs ``loops`` callers on one aio channel; sends (latencies, errors) back.
+    """Runs ``loops`` callers, each on its own aio channel and connection (as independent callers
+    would: the server spreads connections over its processes); sends (latencies, errors) back.
 
     ``interval`` 0: closed loop. Otherwise each caller has a send schedule every ``interval``
     seconds and latency counts from the scheduled time, so a server that falls behind is charged
@@ -306,12 +332,12 @@ def client_process(target: str, histories: list[list[str]], loops: int, k: int, 
     async def main():
         latencies: list[float] = []
         errors: dict[str, int] = {}
-        async with grpc.aio.insecure_channel(target) as channel:
-            stub = recall_pb2_grpc.RecallServiceStub(channel)
-            begin = time.perf_counter()
-            measure_from, end = begin + warmup, begin + warmup + duration
+        begin = time.perf_counter()
+        measure_from, end = begin + warmup, begin + warmup + duration
 
-            async def loop(slot: int):
+        async def loop(slot: int):
+            async with grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                stub = recall_pb2_grpc.RecallServiceStub(channel)
                 i = offset + slot * 7919
                 scheduled = begin + (interval * slot / max(loops, 1))
                 while True:
@@ -338,7 +364,7 @@ def client_process(target: str, histories: list[list[str]], loops: int, k: int, 
                         if code is not None:
                             errors[code] = errors.get(code, 0) + 1
 
-            await asyncio.gather(*(loop(slot) for slot in range(loops)))
+        await asyncio.gather(*(loop(slot) for slot in range(loops)))
         return latencies, errors
 
     results.put(asyncio.run(main()))

@@ -58,7 +58,11 @@ def serve_parser() -> ArgumentParser:
                    help="seconds between recomputations of the freshness gauges (notes in the table but not "
                         "in the index; newest embedded_at); default: %(default)s")
     p.add_argument("--metrics-port", type=int, default=None, help="serve Prometheus /metrics on this port (0 = any)")
-    p.add_argument("--workers", type=int, default=defaults.workers, help="request threads (default: %(default)s)")
+    p.add_argument("--processes", type=int, default=defaults.processes,
+                   help="server processes sharing the port, each with its own copy of the index "
+                        "(0 = one per CPU; 1 = no supervisor; default: %(default)s)")
+    p.add_argument("--workers", type=int, default=defaults.workers,
+                   help="request threads per process (default: %(default)s)")
     p.add_argument("--neighbour-cache-mb", type=float, default=defaults.neighbour_cache_mb,
                    help="memory for the history notes' neighbour lists, per index version (0 = off; "
                         "default: %(default)s)")
@@ -82,7 +86,7 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_key=args.tls_key, auth_tokens=read_tokens(args.auth_tokens_file) if args.auth_tokens_file else (),
         table_timeout_seconds=args.table_timeout, reload_interval_seconds=args.reload_interval, reload_retry_seconds=args.reload_retry,
         freshness_interval_seconds=args.freshness_interval,
-        metrics_port=args.metrics_port, workers=args.workers, neighbour_cache_mb=args.neighbour_cache_mb,
+        metrics_port=args.metrics_port, processes=args.processes, workers=args.workers, neighbour_cache_mb=args.neighbour_cache_mb,
         search_threads=args.search_threads,
         grace_seconds=args.grace, access_log=args.access_log,
     ).validate()
@@ -97,18 +101,26 @@ def serve_main(argv: list[str]) -> int:
     if not config.loopback_only and not (config.tls and config.auth_tokens):
         logger.warning("listening on %s without both TLS and auth tokens: anyone who can reach it can query it",
                        config.host)
-    server = RecallServer(config).start()
-    if args.wait_for_index > 0 and not server.holder.wait_loaded(args.wait_for_index):
+    if config.process_count > 1:
+        from recall_server.processes import ServerGroup
+
+        server = ServerGroup(config, wait_for_index=args.wait_for_index).start()
+        loaded = server.loaded
+    else:
+        server = RecallServer(config).start(args.wait_for_index)
+        loaded = server.holder.current is not None
+    if args.wait_for_index > 0 and not loaded:
         logger.warning("no index loaded after %.1f s; serving NOT_SERVING until one loads", args.wait_for_index)
     # The first line on stdout tells scripts (and tests) where the server listens.
     print(f"i2i serve: listening on {server.address} (tls={'on' if config.tls else 'off'}, "
-          f"auth={'on' if config.auth_tokens else 'off'}, merge={config.merge}"
+          f"auth={'on' if config.auth_tokens else 'off'}, merge={config.merge}, processes={config.process_count}"
           + (f", metrics on :{server.metrics_port}" if server.metrics_port is not None else "") + ")", flush=True)
     server.serve_until_signal()
     s = server.summary()
     print(f"i2i serve: stopped after {s['uptime_seconds']} s: {s['requests']} requests ({s['ok']} ok, "
           f"{s['errors']} errors), index {s['index_version']}, reloads {s['reloads_ok']} ok / "
-          f"{s['reloads_failed']} failed", flush=True)
+          f"{s['reloads_failed']} failed" + (f", {s['restarts']} process restarts" if "restarts" in s else ""),
+          flush=True)
     return 0
 
 

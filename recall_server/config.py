@@ -44,7 +44,13 @@ class ServerConfig:
     reload_retry_seconds: float = 30.0  # a version that failed to load is retried after this long
     freshness_interval_seconds: float = 60.0  # how often the table-side freshness gauges are recomputed
     metrics_port: int | None = None
-    workers: int = 8
+    # Server processes sharing the port (SO_REUSEPORT), each with its own index copy, cache and GIL;
+    # 0 = one per CPU this process may run on. 1 = this process serves (no supervisor).
+    processes: int = 0
+    # Request threads per process. Few: the work holds the GIL for part of each request, and 8
+    # threads in one interpreter spent more CPU handing it over than serving (docs/recall-server.md).
+    workers: int = 2
+    reuse_port: bool = False  # set for the processes of a group, so they can bind one port together
     # Memory for history notes' unfiltered neighbour lists, per index version (0 = no cache); an entry
     # is about 0.8 KB for 64-d vectors at the first pass's depth of 32 (recall_server/neighbours.py).
     neighbour_cache_mb: float = 256.0
@@ -67,6 +73,8 @@ class ServerConfig:
         for name, value in positive.items():
             if value <= 0:
                 raise InputError(f"{name} must be positive, got {value}")
+        if self.processes < 0:
+            raise InputError(f"--processes must be 0 (one per CPU) or positive, got {self.processes}")
         if not 0 <= self.port <= 65535:
             raise InputError(f"--port must be in 0..65535, got {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
@@ -103,8 +111,24 @@ class ServerConfig:
         return self.tls_cert is not None
 
     @property
+    def process_count(self) -> int:
+        """Processes to run: ``processes``, or one per CPU this process may run on."""
+        if self.processes:
+            return self.processes
+        import os
+
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+    @property
     def loopback_only(self) -> bool:
         return self.host in LOOPBACK_HOSTS
+
+
+def host_port(host: str, port: int) -> str:
+    """``host:port`` with IPv6 literals bracketed."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
 
 
 def read_tokens(path: str) -> tuple[str, ...]:

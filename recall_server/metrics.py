@@ -1,10 +1,26 @@
-"""Prometheus metrics of one server instance, in its own registry so several servers can share a process."""
+"""Prometheus metrics of one server instance, in its own registry so several servers can share a process.
+
+In a process of an ``i2i serve --processes N`` group (``PROMETHEUS_MULTIPROC_DIR`` set before
+prometheus_client was imported) the values live in files the group's supervisor adds up
+(recall_server/processes.py); each gauge says how: ``livesum`` of the processes, ``livemax``,
+``livemin`` or ``livemostrecent`` (the value written last).
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server, values
 
+
+def multiprocess_values() -> bool:
+    """True when this process writes its metric values to files for a supervisor to add up."""
+    return values.ValueClass is not values.MutexValue
+
+INDEX_CREATED = "i2i_recall_index_created_timestamp_seconds"
+INDEX_CREATED_HELP = "When the served index version was published (Unix time)"
+INDEX_AGE = "i2i_recall_index_age_seconds"
+INDEX_AGE_HELP = "Age of the served index version"
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -21,10 +37,13 @@ class RecallMetrics:
                               ["code"], registry=r)
         self.latency = Histogram("i2i_recall_latency_seconds", "Recall latency inside the server",
                                  buckets=LATENCY_BUCKETS, registry=r)
+        self.multiprocess = multiprocess_values()
         self.index_info = Gauge("i2i_recall_index_info", "1 for the index version being served",
-                                ["index_version", "model_version"], registry=r)
-        self.index_loaded = Gauge("i2i_recall_index_loaded", "1 once an index is being served", registry=r)
-        self.index_ntotal = Gauge("i2i_recall_index_notes", "Notes in the served index", registry=r)
+                                ["index_version", "model_version"], registry=r, multiprocess_mode="livemax")
+        self.index_loaded = Gauge("i2i_recall_index_loaded", "1 once an index is being served", registry=r,
+                                  multiprocess_mode="livemin")
+        self.index_ntotal = Gauge("i2i_recall_index_notes", "Notes in the served index", registry=r,
+                                  multiprocess_mode="livemostrecent")
         self.reloads = Counter("i2i_recall_index_reloads", "Index loads by outcome (ok or failed)", ["outcome"],
                                registry=r)
         self.missing_history = Counter("i2i_recall_missing_history",
@@ -44,7 +63,8 @@ class RecallMetrics:
                                               "History notes searched because the neighbour cache lacked them",
                                               registry=r)
         self.neighbour_cache_entries = Gauge("i2i_recall_neighbour_cache_entries",
-                                             "Neighbour lists held by the neighbour caches", registry=r)
+                                             "Neighbour lists held by the neighbour caches", registry=r,
+                                             multiprocess_mode="livesum")
         self.cpu = Counter("i2i_recall_cpu_seconds", "CPU seconds of the request threads by stage (lookup, "
                            "cache, quantizer, scan, rerank, merge, response); the rest of the process's CPU is gRPC "
                            "and protobuf", ["stage"], registry=r)
@@ -52,19 +72,25 @@ class RecallMetrics:
                                        ["method"], registry=r)
 
         # Freshness: how far the served index lags the embedding table.
-        self.index_created = Gauge("i2i_recall_index_created_timestamp_seconds",
-                                   "When the served index version was published (Unix time)", registry=r)
-        self.index_age = Gauge("i2i_recall_index_age_seconds", "Age of the served index version", registry=r)
+        self.index_created = Gauge(INDEX_CREATED, INDEX_CREATED_HELP, registry=r,
+                                   multiprocess_mode="livemostrecent")
         self._created_at: float | None = None
-        self.index_age.set_function(self._age)
+        # In a process group the entries gauge is written when lists are stored (no scrape-time callback).
+        self.neighbour_cache_size: Callable[[], int] | None = None
+        if not self.multiprocess:  # computed at scrape time; a process group's supervisor computes it instead
+            self.index_age = Gauge(INDEX_AGE, INDEX_AGE_HELP, registry=r)
+            self.index_age.set_function(self._age)
         self.newest_embedded = Gauge("i2i_recall_index_newest_embedded_at_seconds",
                                      "Newest embedded_at among the table rows of the served model version "
-                                     "written no later than the served version (Unix time)", registry=r)
+                                     "written no later than the served version (Unix time)", registry=r,
+                                     multiprocess_mode="livemostrecent")
         self.not_indexed = Gauge("i2i_recall_table_notes_not_indexed",
                                  "Notes of the served model version in the table but not in the served index",
-                                 registry=r)
+                                 registry=r, multiprocess_mode="livemostrecent")
         self.freshness_checked = Gauge("i2i_recall_freshness_checked_timestamp_seconds",
-                                       "When the table-side freshness gauges were last computed", registry=r)
+                                       "When the table-side freshness gauges were last computed (in a process "
+                                       "group: the oldest of the processes' last checks)", registry=r,
+                                       multiprocess_mode="livemin")
         # Labelled children resolved once (``labels()`` takes a lock and builds a key on every call).
         self._children: dict[tuple[str, str], object] = {}
         for gauge in (self.index_created, self.newest_embedded, self.not_indexed):
@@ -85,7 +111,11 @@ class RecallMetrics:
 
     def served(self, index_version: str, model_version: str, ntotal: int) -> None:
         """Points the index gauges at a newly swapped-in version."""
-        self.index_info.clear()
+        if self.multiprocess:  # a cleared series would stay in this process's file: mark it 0 instead
+            for labels in list(self.index_info._metrics):
+                self.index_info.labels(*labels).set(0)
+        else:
+            self.index_info.clear()
         self.index_info.labels(index_version=index_version, model_version=model_version).set(1)
         self.index_loaded.set(1)
         self.index_ntotal.set(ntotal)
@@ -102,6 +132,8 @@ class RecallMetrics:
             self.neighbour_cache_hits.inc(hits)
         if misses:
             self.neighbour_cache_misses.inc(misses)
+            if self.neighbour_cache_size is not None:
+                self.neighbour_cache_entries.set(self.neighbour_cache_size())
 
     def finished(self, code: str, seconds: float) -> None:
         child = self._children.get(("requests", code))

@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection
 
 from index.native_threads import limit_blas_threads, limit_omp_threads
 from recall_server.auth import BearerTokenInterceptor
-from recall_server.config import ServerConfig
+from recall_server.config import ServerConfig, host_port
 from recall_server.grpc_metrics import GrpcServerMetrics
 from recall_server.holder import IndexHolder, ServedIndex
 from recall_server.logs import log_event
@@ -34,17 +34,12 @@ SERVICE_NAME = recall_pb2.DESCRIPTOR.services_by_name["RecallService"].full_name
 HEALTH_SERVICES = ("", SERVICE_NAME)
 
 
-def host_port(host: str, port: int) -> str:
-    """``host:port`` with IPv6 literals bracketed."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"{host}:{port}"
-
-
 class RecallServer:
     """One running recall server; ``start()``, then ``stop()`` (or ``serve_until_signal()``)."""
 
-    def __init__(self, config: ServerConfig, table: Any = None, store: Any = None) -> None:
+    def __init__(self, config: ServerConfig, table: Any = None, store: Any = None, bind_at_start: bool = False) -> None:
+        """Binds the port now (a port in use fails here), or with ``bind_at_start`` in ``start()``
+        once the index has loaded: a process joining a group's shared port takes no calls before."""
         self.config = config
         self.metrics = RecallMetrics()
         if table is None:
@@ -68,7 +63,7 @@ class RecallServer:
                 config.auth_tokens, on_reject=lambda method: self.metrics.unauthenticated.labels(method=method).inc()))
         options = [("grpc.max_receive_message_length", config.max_message_bytes),
                    ("grpc.max_send_message_length", config.max_message_bytes),
-                   ("grpc.so_reuseport", 0)]
+                   ("grpc.so_reuseport", 1 if config.reuse_port else 0)]
         # Every request thread caps its own OpenMP team (the setting is per thread).
         pool = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="recall",
                                           initializer=limit_omp_threads, initargs=(config.search_threads,))
@@ -79,6 +74,15 @@ class RecallServer:
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._grpc)
+        self.port = 0
+        if not bind_at_start:
+            self._bind()
+        self.metrics_port: int | None = None
+        self.started_at: float | None = None
+        self._stopped = threading.Event()
+
+    def _bind(self) -> None:
+        config = self.config
         address = host_port(config.host, config.port)
         try:
             if config.tls:
@@ -96,20 +100,24 @@ class RecallServer:
             from i2i.core.errors import InputError
 
             raise InputError(f"cannot listen on {address}: {bind_error}")
-        self.metrics_port: int | None = None
-        self.started_at: float | None = None
-        self._stopped = threading.Event()
 
     @property
     def address(self) -> str:
         return host_port(self.config.host, self.port)
 
-    def start(self) -> "RecallServer":
+    def start(self, wait_for_index: float = 0.0) -> "RecallServer":
+        """Starts loading the index and serving; with ``wait_for_index`` the port takes calls once an
+        index is loaded or that many seconds have passed (callers that connect meanwhile wait in the
+        listen queue instead of being answered UNAVAILABLE)."""
         limit_blas_threads(self.config.search_threads)
         limit_omp_threads(self.config.search_threads)
         self.holder.on_swap(self._index_swapped)
-        self._grpc.start()
         self.holder.start()
+        if wait_for_index > 0:
+            self.holder.wait_loaded(wait_for_index)
+        if not self.port:
+            self._bind()
+        self._grpc.start()
         if self.config.metrics_port is not None:
             self.metrics_port = self.metrics.serve_http(self.config.metrics_port, self.config.host)
         self.started_at = time.monotonic()
@@ -157,9 +165,9 @@ class RecallServer:
             "uptime_seconds": round(time.monotonic() - self.started_at, 1) if self.started_at else 0.0,
         }
 
-    def serve_until_signal(self) -> None:
-        """Blocks until SIGTERM or SIGINT, then drains; for the main thread of ``i2i serve``."""
-        received = threading.Event()
+    def serve_until_signal(self, stop: threading.Event | None = None) -> None:
+        """Blocks until SIGTERM or SIGINT (or ``stop`` is set), then drains; for the main thread of ``i2i serve``."""
+        received = stop or threading.Event()
 
         def on_signal(signum, _frame):
             log_event(logger, logging.INFO, "signal", signal=signal.Signals(signum).name)

@@ -71,7 +71,7 @@ def test_corrupted_new_version_is_refused_and_the_previous_keeps_serving(tmp_pat
     first = jobs.build_job(str(index_dir), table_url, BuildConfig(nlist=8)).version
     metrics_port = free_port()
     server = ServerProcess(index_dir, table_url, ["--reload-interval", "0.1", "--reload-retry", "0.5",
-                                                  "--metrics-port", str(metrics_port)])
+                                                  "--metrics-port", str(metrics_port), "--processes", "2"])
     with server:
         with open_table(table_url) as table:  # the day's new notes, embedded before the index update
             table.put_many(new_ids, unit_rows(rng, len(new_ids)), MODEL)
@@ -104,4 +104,5 @@ def test_corrupted_new_version_is_refused_and_the_previous_keeps_serving(tmp_pat
         assert set(traffic.codes) == {"OK"}, traffic.codes  # not one call failed through all of it
         assert traffic.returned & set(new_ids)
         assert set(traffic.versions) == {first, fixed}
-        assert scrape(metrics_port, "i2i_recall_index_reloads_total", {"outcome": "ok"}) == 2
+        # Each of the 2 processes loaded the first version and the fixed one, and nothing else.
+        assert scrape(metrics_port, "i2i_recall_index_reloads_total", {"outcome": "ok"}) == 4

@@ -1,0 +1,163 @@
+"""``i2i serve --processes N`` as a real process group: one port, answers equal to brute force, the
+processes' metrics added up on one endpoint, a killed process replaced, a port in use refused."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+
+from recall_server.stubs import recall_pb2, recall_pb2_grpc
+
+from .test_service import brute_force
+
+I2I = str(Path(sys.executable).parent / "i2i")
+
+
+class Group:
+    """An ``i2i serve --processes`` subprocess; its stderr is read on a thread into ``events``."""
+
+    def __init__(self, corpus, tmp_path, *options: str) -> None:
+        self.process = subprocess.Popen(
+            [I2I, "serve", "--index-dir", str(corpus.index_dir), "--table", corpus.table_url, "--port", "0",
+             "--metrics-port", "0", "--wait-for-index", "30", "--reload-interval", "0.2", "--grace", "2", *options],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+        self.events: list[dict] = []
+        self.stderr: list[str] = []
+        self._reader = threading.Thread(target=self._read_stderr, daemon=True)
+        self._reader.start()
+        self.first_line = self.process.stdout.readline()
+        listening = re.search(r"listening on (127\.0\.0\.1:\d+) .*metrics on :(\d+)", self.first_line)
+        assert listening, self.first_line + "".join(self.stderr)
+        self.target, self.metrics_port = listening.group(1), int(listening.group(2))
+
+    def _read_stderr(self) -> None:
+        for line in self.process.stderr:
+            self.stderr.append(line)
+            if "{" in line:
+                try:
+                    self.events.append(json.loads(line[line.index("{"):]))
+                except ValueError:
+                    pass
+
+    def event(self, name: str, timeout: float = 30.0) -> dict:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [event for event in self.events if event.get("event") == name]
+            if found:
+                return found[-1]
+            time.sleep(0.05)
+        raise AssertionError(f"no {name} event in: {''.join(self.stderr)[-3000:]}")
+
+    def recall(self, history: list[str], k: int) -> recall_pb2.RecallResponse:
+        """One call on a fresh connection (the kernel spreads connections, not calls, over the processes)."""
+        with grpc.insecure_channel(self.target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            return recall_pb2_grpc.RecallServiceStub(channel).Recall(
+                recall_pb2.RecallRequest(history=history, k=k), timeout=10)
+
+    def metrics(self) -> dict[str, float]:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                if line and not line.startswith("#")}
+
+    def stop(self) -> tuple[int, str]:
+        self.process.send_signal(signal.SIGTERM)
+        out = self.process.stdout.read()  # to the end: the process has exited
+        self.process.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return self.process.returncode, out
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+def test_a_group_answers_exactly_spreads_connections_and_adds_up_its_metrics(corpus, tmp_path):
+    group = Group(corpus, tmp_path, "--processes", "2")
+    try:
+        assert "processes=2" in group.first_line
+        calls = 24
+        for call in range(calls):
+            history = [corpus.note_ids[(7 * call + j) % 300] for j in range(3)]
+            response = group.recall(history, k=10)
+            assert [note.note_id for note in response.notes] == [n for n, _, _ in brute_force(corpus, history, 10)]
+        metrics = group.metrics()
+        assert metrics['i2i_recall_requests_total{code="OK"}'] == calls  # both processes' counts, added up
+        recall = 'grpc_method="Recall",grpc_service="i2i.v1.RecallService",grpc_type="unary"'
+        assert metrics[f'grpc_server_handled_total{{grpc_code="OK",{recall}}}'] == calls
+        assert metrics[f"grpc_server_handling_seconds_count{{{recall}}}"] == calls
+        assert metrics["i2i_recall_index_loaded"] == 1.0
+        assert metrics[f'i2i_recall_index_info{{index_version="{corpus.version}",model_version="m1"}}'] == 1.0
+        assert metrics["i2i_recall_index_notes"] == 300
+        assert 0 <= metrics["i2i_recall_index_age_seconds"] < 300
+        assert metrics["i2i_recall_neighbour_cache_entries"] > 0
+        code, out = group.stop()
+        assert code == 0
+        assert re.search(rf"stopped after [\d.]+ s: {calls} requests \({calls} ok, 0 errors\), index {corpus.version}",
+                         out), out
+        stopped = [event for event in group.events if event.get("event") == "server_stopped"]
+        assert len(stopped) == 2 and all(event["requests"] > 0 for event in stopped), stopped  # both served
+        assert sum(event["requests"] for event in stopped) == calls
+    finally:
+        group.kill()
+
+
+def test_a_killed_process_is_replaced_while_the_other_keeps_serving(corpus, tmp_path):
+    group = Group(corpus, tmp_path, "--processes", "2")
+    try:
+        pids = group.event("server_group_started")["pids"]
+        assert len(pids) == 2 and group.process.pid not in pids
+        os.kill(pids[0], signal.SIGKILL)
+        exited = group.event("server_process_exited")  # seen once the process (and its listener) is gone
+        assert exited["pid"] == pids[0] and exited["exit_code"] == -signal.SIGKILL
+        history = ["n001", "n002"]
+        expected = [n for n, _, _ in brute_force(corpus, history, 5)]
+        for _ in range(10):  # new connections go to the living process
+            assert [note.note_id for note in group.recall(history, k=5).notes] == expected
+        restarted = group.event("server_process_restarted", timeout=60)
+        assert restarted["pid"] not in pids
+        assert group.metrics()["i2i_recall_process_restarts_total"] == 1.0
+        for _ in range(10):
+            assert [note.note_id for note in group.recall(history, k=5).notes] == expected
+        code, out = group.stop()
+        assert code == 0 and "1 process restarts" in out, out
+    finally:
+        group.kill()
+
+
+def test_a_port_taken_by_another_server_is_refused_with_exit_2(corpus, tmp_path):
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    try:
+        port = taken.getsockname()[1]
+        done = subprocess.run([I2I, "serve", "--index-dir", str(corpus.index_dir), "--table", corpus.table_url,
+                               "--port", str(port), "--processes", "2"], capture_output=True, text=True, timeout=60,
+                              cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+    finally:
+        taken.close()
+
+
+def test_a_process_that_cannot_start_fails_the_group_with_its_reason_and_exit_code(corpus, tmp_path):
+    """The port is free (the supervisor reserves it), but each process fails to serve TLS with a
+    file that is no certificate: the group stops with that process's error, exit 2 (fix the input)."""
+    bad = tmp_path / "not-a-certificate.pem"
+    bad.write_text("not a certificate\n")
+    done = subprocess.run([I2I, "serve", "--index-dir", str(corpus.index_dir), "--table", corpus.table_url,
+                           "--port", "0", "--processes", "2", "--tls-cert", str(bad), "--tls-key", str(bad)],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "listening" not in done.stdout
+    assert re.search(r"i2i serve: error: cannot listen on 127\.0\.0\.1:\d+", done.stderr), done.stderr
