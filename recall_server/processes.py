@@ -95,7 +95,10 @@ def serve_process(config: ServerConfig, conn: Connection, wait_for_index: float,
 
     threading.Thread(target=until_told, name="supervisor", daemon=True).start()
     server.serve_until_signal(stop)
-    conn.send(("stopped", server.summary()))
+    try:
+        conn.send(("stopped", server.summary()))
+    except OSError:  # the supervisor is gone; the summary was logged
+        pass
 
 
 # --------------------------------------------------------------------------- the supervisor
@@ -107,7 +110,8 @@ class Member:
     process: Any = None
     conn: Connection | None = None
     started_at: float = 0.0
-    restarts: int = 0
+    restarts: int = 0  # processes started in this slot after the first
+    failing: int = 0  # exits in a row, each within a minute of its start: the restart delay doubles
     summaries: list[dict] = field(default_factory=list)
 
 
@@ -205,8 +209,8 @@ class ServerGroup:
         registry = CollectorRegistry()
         collector = MultiProcessCollector(registry, path=self._metrics_dir)
         registry.register(IndexAgeCollector(collector))
-        self._restarts = Counter("i2i_recall_process_restarts", "Server processes of the group restarted after "
-                                 "they exited", registry=registry)
+        self._restarts = Counter("i2i_recall_process_restarts", "Server processes of the group started again "
+                                 "after one exited", registry=registry)
         self._http, _thread = start_http_server(self.config.metrics_port, addr=self.config.host, registry=registry)
         self.metrics_port = self._http.server_port
 
@@ -236,14 +240,17 @@ class ServerGroup:
         pid, code = member.process.pid, member.process.exitcode
         multiprocess.mark_process_dead(pid, self._metrics_dir)
         member.conn.close()
-        member.restarts = 0 if time.monotonic() - member.started_at > MAX_RESTART_DELAY_SECONDS else member.restarts
-        delay = min(MAX_RESTART_DELAY_SECONDS, 2.0 ** member.restarts)
-        member.restarts += 1
+        member.failing = 0 if time.monotonic() - member.started_at > MAX_RESTART_DELAY_SECONDS else member.failing
+        delay = min(MAX_RESTART_DELAY_SECONDS, 2.0 ** member.failing)
+        member.failing += 1
         log_event(logger, logging.WARNING, "server_process_exited", slot=member.slot, pid=pid, exit_code=code,
                   restart_in_seconds=delay)
         if self._stopping.wait(delay):
             return
         self._spawn(member)
+        member.restarts += 1
+        if self._restarts is not None:
+            self._restarts.inc()
         try:
             self._await_ready(member)
         except I2IError as exc:  # retried after a longer delay once its sentinel fires
@@ -251,8 +258,6 @@ class ServerGroup:
             if member.process.is_alive():
                 member.process.kill()
             return
-        if self._restarts is not None:
-            self._restarts.inc()
         log_event(logger, logging.INFO, "server_process_restarted", slot=member.slot, pid=member.process.pid)
 
     def _shutdown(self, drain: bool) -> None:

@@ -104,5 +104,10 @@ def test_corrupted_new_version_is_refused_and_the_previous_keeps_serving(tmp_pat
         assert set(traffic.codes) == {"OK"}, traffic.codes  # not one call failed through all of it
         assert traffic.returned & set(new_ids)
         assert set(traffic.versions) == {first, fixed}
-        # Each of the 2 processes loaded the first version and the fixed one, and nothing else.
+        # Each of the 2 processes loaded the first version and the fixed one, and nothing else;
+        # once both serve the fixed one, the first is shown as no longer served.
         assert scrape(metrics_port, "i2i_recall_index_reloads_total", {"outcome": "ok"}) == 4
+        info = "i2i_recall_index_info"
+        assert wait_until(lambda: scrape(metrics_port, info, {"index_version": first}) == 0.0, timeout=10)
+        assert scrape(metrics_port, info, {"index_version": fixed, "model_version": MODEL}) == 1.0
+        assert scrape(metrics_port, "i2i_recall_index_loaded") == 1.0
