@@ -64,6 +64,7 @@ class BenchConfig:
     baseline_ref: str = BASELINE_REF
     recall_histories: int = 40
     factory: str = ""  # "" = i2i index build's default
+    build_args: str = ""  # extra `i2i index build` options (e.g. "--rerank on")
     serve_args: str = ""  # extra `i2i serve` options for mode serve (default: none, the defaults)
 
     def __post_init__(self) -> None:
@@ -104,7 +105,7 @@ def prepare(cfg: BenchConfig) -> tuple[Path, str]:
     """
     from embedding.table import open_table
 
-    factory = cfg.factory or "default"
+    factory = " ".join([cfg.factory or "default", *cfg.build_args.split()])
     work = cfg.cache_dir / (f"notes{cfg.notes}-dim{cfg.dim}-clusters{cfg.clusters}-seed{cfg.seed}-"
                             f"{re.sub(r'[^A-Za-z0-9]+', '_', factory)}-nlist{cfg.nlist}-cal2")
     index_dir, table_dir, ready = work / "index", work / "table", work / "READY"
@@ -130,6 +131,7 @@ def prepare(cfg: BenchConfig) -> tuple[Path, str]:
         command += ["--factory", cfg.factory]
     if cfg.nlist:
         command += ["--nlist", str(cfg.nlist)]
+    command += cfg.build_args.split()
     started = time.perf_counter()
     build = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if build.returncode != 0:
@@ -329,6 +331,8 @@ def client_process(target: str, histories: list[list[str]], loops: int, k: int, 
 
     from recall_server.stubs import recall_pb2, recall_pb2_grpc
 
+    sent = [0]  # calls answered over the whole run, warm-up included: the client CPU is per call
+
     async def main():
         latencies: list[float] = []
         errors: dict[str, int] = {}
@@ -359,6 +363,7 @@ def client_process(target: str, histories: list[list[str]], loops: int, k: int, 
                     except grpc.aio.AioRpcError as exc:
                         code = exc.code().name
                     finished = time.perf_counter()
+                    sent[0] += 1
                     if started >= measure_from and finished <= end:
                         latencies.append(finished - started)
                         if code is not None:
@@ -367,7 +372,9 @@ def client_process(target: str, histories: list[list[str]], loops: int, k: int, 
         await asyncio.gather(*(loop(slot) for slot in range(loops)))
         return latencies, errors
 
-    results.put(asyncio.run(main()))
+    cpu_before = time.process_time()
+    latencies, errors = asyncio.run(main())
+    results.put((latencies, errors, time.process_time() - cpu_before, sent[0]))
 
 
 def drive(cfg: BenchConfig, target: str, histories: list[list[str]]) -> dict:
@@ -384,15 +391,18 @@ def drive(cfg: BenchConfig, target: str, histories: list[list[str]]) -> dict:
         process.start()
     latencies: list[float] = []
     errors: dict[str, int] = {}
+    client_cpu, calls = 0.0, 0
     for _ in processes:
-        got_latencies, got_errors = results.get(timeout=cfg.warmup + cfg.duration + 120)
+        got_latencies, got_errors, got_cpu, got_calls = results.get(timeout=cfg.warmup + cfg.duration + 120)
         latencies += got_latencies
+        client_cpu, calls = client_cpu + got_cpu, calls + got_calls
         for code, count in got_errors.items():
             errors[code] = errors.get(code, 0) + count
     for process in processes:
         process.join(timeout=30)
     ms = np.asarray(latencies) * 1000
     return {"requests": len(ms), "qps": len(ms) / cfg.duration, "errors": sum(errors.values()), "by_code": errors,
+            "client_cpu_ms": 1000 * client_cpu / max(calls, 1),
             "p50": float(np.percentile(ms, 50)) if len(ms) else float("nan"),
             "p95": float(np.percentile(ms, 95)) if len(ms) else float("nan"),
             "p99": float(np.percentile(ms, 99)) if len(ms) else float("nan")}
@@ -458,7 +468,7 @@ def run_mode(cfg: BenchConfig, mode: str, index_dir: Path, table_url: str, histo
     f = figures
     print(f"[{mode}] {f['requests']} requests, {f['qps']:.1f} QPS, p50 {f['p50']:.2f} ms, p95 {f['p95']:.2f} ms, "
           f"p99 {f['p99']:.2f} ms, errors {f['errors']} {f['by_code'] or ''}, server CPU {f['server_cpu_ms']:.2f} "
-          f"ms/request, recall@{cfg.k} {recall:.4f}")
+          f"ms/request, client CPU {f['client_cpu_ms']:.2f} ms/request, recall@{cfg.k} {recall:.4f}")
     if breakdown:
         print(f"[{mode}] server CPU per request (ms): " + ", ".join(f"{k} {v:.3f}" for k, v in breakdown.items()))
     if f["cache_hit_rate"] == f["cache_hit_rate"]:
@@ -485,10 +495,16 @@ def main(argv: list[str] | None = None) -> int:
                for mode in cfg.modes}
     print()
     print(f"{'mode':<10} {'requests':>9} {'QPS':>8} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8} {'errors':>7} "
-          f"{'srv CPU ms/req':>15} {'recall@' + str(cfg.k):>11}")
+          f"{'srv CPU ms/req':>15} {'clt CPU ms/req':>15} {'recall@' + str(cfg.k):>11}")
     for mode, f in figures.items():
         print(f"{mode:<10} {f['requests']:>9} {f['qps']:>8.1f} {f['p50']:>8.2f} {f['p95']:>8.2f} {f['p99']:>8.2f} "
-              f"{f['errors']:>7} {f['server_cpu_ms']:>15.2f} {f['recall']:>11.4f}")
+              f"{f['errors']:>7} {f['server_cpu_ms']:>15.2f} {f['client_cpu_ms']:>15.2f} {f['recall']:>11.4f}")
+    if cfg.rate <= 0:  # closed loop on shared CPUs: server and clients together bound the QPS
+        for mode, f in figures.items():
+            ceiling = (os.cpu_count() or 1) * 1000 / (f["server_cpu_ms"] + f["client_cpu_ms"])
+            print(f"[{mode}] CPU ceiling, about: {os.cpu_count()} CPUs / (server {f['server_cpu_ms']:.2f} + clients "
+                  f"{f['client_cpu_ms']:.2f} ms a request) = {ceiling:.0f} QPS, where {cfg.concurrency} closed-loop "
+                  f"clients would wait {1000 * cfg.concurrency / ceiling:.1f} ms on average; measured {f['qps']:.0f} QPS")
     for mode in ("serve", "nocache"):
         if mode in figures and "baseline" in figures:
             b, n = figures[mode], figures["baseline"]

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 CANDIDATES = (1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96, 128, 192, 256)
 BLOCK = 65536
+PLATEAU = 0.001  # recall this close to the best measured counts as the best (4 of 4,000 notes)
 
 
 @dataclass
@@ -78,10 +79,21 @@ def exact_merged(vectors: np.ndarray, histories: np.ndarray, k: int, metric: str
     return out
 
 
+def plateau_nprobe(recall_by_nprobe: dict[int, float]) -> int:
+    """The smallest nprobe within PLATEAU of the best recall measured.
+
+    When lossy codes (SQ8 without re-ranking, say) cap the recall below the target, probing more
+    lists buys nothing past the plateau: the default must not become a scan of every list.
+    """
+    best = max(recall_by_nprobe.values())
+    return min(nprobe for nprobe, recall in recall_by_nprobe.items() if recall >= best - PLATEAU)
+
+
 def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, labels: np.ndarray, metric: str, target: float,
                      rerank_vectors: np.ndarray | None = None, rerank_factor: int = 8, k: int = 200,
                      history: int = 50, histories: int = 20, seed: int = 1234) -> Calibration:
-    """The smallest nprobe whose merged recall@k reaches ``target``, as the recall server merges.
+    """The smallest nprobe whose merged recall@k reaches ``target``, as the recall server merges
+    (where none does, the smallest on the plateau of the best recall, see ``plateau_nprobe``).
 
     Each of ``histories`` random histories of ``history`` indexed notes is searched as the server
     does it (every history note for k neighbours, history left out inside the search, ``max``
@@ -121,6 +133,11 @@ def calibrate_nprobe(index: faiss.Index, vectors: np.ndarray, labels: np.ndarray
         if recall >= target:
             result.nprobe = nprobe
             break
+    else:
+        result.nprobe = plateau_nprobe(result.recall_by_nprobe)
+        log.warning("no nprobe reaches merged recall@%d %g: the codes cap it at %.4f, reached from nprobe %d "
+                    "(re-rank with exact vectors or use finer codes for more)", k, target,
+                    max(result.recall_by_nprobe.values()), result.nprobe)
     log.info("nprobe %d reaches merged recall@%d %.4f (target %.2f) over %d histories of %d notes", result.nprobe,
              k, result.recall, target, result.queries, history)
     return result

@@ -66,8 +66,11 @@ def calibration_note(result: BuildResult) -> str | None:
         return "given"
     tried = ", ".join(f"{nprobe}: {recall:.3f}" for nprobe, recall in c.recall_by_nprobe.items())
     met = ">=" if c.recall >= c.target else "< (not reached)"
-    return (f"merged recall@{c.k} {c.recall:.3f} {met} target {c.target:.2f} over {c.queries} histories of "
-            f"{c.history} notes; tried {tried}")
+    capped = ("" if c.recall >= c.target else
+              "; no nprobe reaches the target: the codes cap the recall, and this is the smallest nprobe at "
+              "the best recall measured (re-rank with --rerank on, or use finer codes)")
+    return (f"merged recall@{c.k} {c.recall:.3f} {met} target {c.target:g} over {c.queries} histories of "
+            f"{c.history} notes{capped}; tried {tried}")
 
 
 def _publish_built(store: IndexStore, result: BuildResult, embeddings: Embeddings, operation: str,

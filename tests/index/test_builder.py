@@ -128,3 +128,44 @@ def test_default_nprobe_is_the_smallest_that_reaches_the_target_merged_recall(ta
     lower = [c for c in CANDIDATES if c < chosen]
     assert lower, "the data must need more than one list, or the test shows nothing"
     assert merged_recall(lower[-1]) < target + 0.03
+
+
+def test_codes_that_cap_recall_below_the_target_get_the_start_of_the_plateau_not_every_list():
+    """Lossy codes without re-ranking (PQ4 on 16-d vectors) cannot reach 0.999: the default is the
+    smallest nprobe at the best recall measured, where probing more lists gains nothing."""
+    from index.calibrate import PLATEAU
+
+    from .conftest import clustered
+
+    rng = np.random.default_rng(7)
+    vectors = clustered(rng, 6000, clusters=60, spread=1.0)
+    embeddings = from_arrays([f"n{i}" for i in range(len(vectors))], vectors, "m")
+    config = BuildConfig(nlist=64, factory="PQ4", rerank=False, target_recall=0.999, calibration_k=50,
+                         calibration_history=10)
+    result = build(embeddings, config)
+    tried = result.calibration.recall_by_nprobe
+    assert max(tried.values()) < 0.999, "the codes must cap the recall, or the test shows nothing"
+    assert 64 in tried  # every candidate was measured, the full scan included
+    chosen = result.default_nprobe
+    assert chosen < 64
+    assert tried[chosen] >= max(tried.values()) - PLATEAU
+    assert all(recall < max(tried.values()) - PLATEAU for nprobe, recall in tried.items() if nprobe < chosen)
+    # The same index searched at every list finds no more of the exact merged top 50 than at the chosen nprobe.
+    index = result.contents.index
+    histories = [np.random.default_rng(31 + h).choice(len(vectors), 10, replace=False) for h in range(20)]
+
+    def merged_recall(nprobe: int) -> float:
+        recalls = []
+        for rows in histories:
+            exact = (vectors[rows] @ vectors.T).max(axis=0)
+            exact[rows] = -np.inf
+            truth = set(np.argsort(-exact)[:50].tolist())
+            scores, found = index.search(vectors[rows], 60, params=faiss.SearchParametersIVF(nprobe=nprobe))
+            best: dict[int, float] = {}
+            for score, label in zip(scores.ravel().tolist(), found.ravel().tolist()):
+                if label >= 0 and label not in rows and score > best.get(label, -np.inf):
+                    best[label] = score
+            recalls.append(len(truth & set(sorted(best, key=lambda label: -best[label])[:50])) / 50)
+        return float(np.mean(recalls))
+
+    assert merged_recall(64) <= merged_recall(chosen) + 0.02
