@@ -61,6 +61,10 @@ def serve_parser() -> ArgumentParser:
     p.add_argument("--processes", type=int, default=defaults.processes,
                    help="server processes sharing the port, each with its own copy of the index "
                         "(0 = one per CPU; 1 = no supervisor; default: %(default)s)")
+    p.add_argument("--max-memory-mb", type=float, default=defaults.max_memory_mb,
+                   help="memory the server processes may use together; with --processes 0 their count is "
+                        "lowered to what fits, measured on the first process once it has loaded its index "
+                        "(0 = what the machine or its cgroup has available; default: %(default)s)")
     p.add_argument("--workers", type=int, default=defaults.workers,
                    help="request threads per process (default: %(default)s)")
     p.add_argument("--neighbour-cache-mb", type=float, default=defaults.neighbour_cache_mb,
@@ -86,8 +90,8 @@ def config_from_args(args: argparse.Namespace) -> ServerConfig:
         tls_key=args.tls_key, auth_tokens=read_tokens(args.auth_tokens_file) if args.auth_tokens_file else (),
         table_timeout_seconds=args.table_timeout, reload_interval_seconds=args.reload_interval, reload_retry_seconds=args.reload_retry,
         freshness_interval_seconds=args.freshness_interval,
-        metrics_port=args.metrics_port, processes=args.processes, workers=args.workers, neighbour_cache_mb=args.neighbour_cache_mb,
-        search_threads=args.search_threads,
+        metrics_port=args.metrics_port, processes=args.processes, max_memory_mb=args.max_memory_mb,
+        workers=args.workers, neighbour_cache_mb=args.neighbour_cache_mb, search_threads=args.search_threads,
         grace_seconds=args.grace, access_log=args.access_log,
     ).validate()
 
@@ -105,15 +109,15 @@ def serve_main(argv: list[str]) -> int:
         from recall_server.processes import ServerGroup
 
         server = ServerGroup(config, wait_for_index=args.wait_for_index).start()
-        loaded = server.loaded
+        loaded, processes = server.loaded, server.count
     else:
         server = RecallServer(config).start(args.wait_for_index)
-        loaded = server.holder.current is not None
+        loaded, processes = server.holder.current is not None, 1
     if args.wait_for_index > 0 and not loaded:
         logger.warning("no index loaded after %.1f s; serving NOT_SERVING until one loads", args.wait_for_index)
     # The first line on stdout tells scripts (and tests) where the server listens.
     print(f"i2i serve: listening on {server.address} (tls={'on' if config.tls else 'off'}, "
-          f"auth={'on' if config.auth_tokens else 'off'}, merge={config.merge}, processes={config.process_count}"
+          f"auth={'on' if config.auth_tokens else 'off'}, merge={config.merge}, processes={processes}"
           + (f", metrics on :{server.metrics_port}" if server.metrics_port is not None else "") + ")", flush=True)
     server.serve_until_signal()
     s = server.summary()

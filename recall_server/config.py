@@ -47,6 +47,9 @@ class ServerConfig:
     # Server processes sharing the port (SO_REUSEPORT), each with its own index copy, cache and GIL;
     # 0 = one per CPU this process may run on. 1 = this process serves (no supervisor).
     processes: int = 0
+    # Memory all the processes may use together, in MiB; 0 = what the machine (or its cgroup) has
+    # available at start. With processes = 0 the count is lowered to what fits (each holds its own copy).
+    max_memory_mb: float = 0.0
     # Request threads per process. Few: the work holds the GIL for part of each request, and 8
     # threads in one interpreter spent more CPU handing it over than serving (docs/recall-server.md).
     workers: int = 2
@@ -75,6 +78,8 @@ class ServerConfig:
                 raise InputError(f"{name} must be positive, got {value}")
         if self.processes < 0:
             raise InputError(f"--processes must be 0 (one per CPU) or positive, got {self.processes}")
+        if self.max_memory_mb < 0:
+            raise InputError(f"--max-memory-mb must be 0 (what is available) or positive, got {self.max_memory_mb}")
         if not 0 <= self.port <= 65535:
             raise InputError(f"--port must be in 0..65535, got {self.port}")
         if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:

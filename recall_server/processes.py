@@ -35,6 +35,42 @@ BOOT_SECONDS = 120.0  # a process must answer "ready" within this (plus its wait
 # While the others serve, a process joins the port only once its index is loaded (or after this).
 JOIN_WAIT_SECONDS = 120.0
 MAX_RESTART_DELAY_SECONDS = 60.0
+# Of the memory found available (not of a --max-memory-mb given), the share the other processes may
+# take: the page cache, the neighbour caches filling up and hot reloads (two versions) need the rest.
+MEMORY_HEADROOM = 0.8
+
+
+def peak_memory_bytes(pid: int) -> int:
+    """A process's peak resident set (VmHWM): what each process of the group needs while it loads."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise Failure(f"no VmHWM in /proc/{pid}/status")
+
+
+def available_memory_bytes() -> int:
+    """Memory available now: MemAvailable, or less where a cgroup limit (v2 or v1) leaves less."""
+    meminfo = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines() if ":" in line)
+    available = int(meminfo["MemAvailable"].split()[0]) * 1024
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit, usage = Path(limit_file).read_text().strip(), int(Path(usage_file).read_text())
+        except (OSError, ValueError):
+            continue
+        if limit.isdigit() and int(limit) < 2 ** 60:  # "max" or a huge v1 value: no limit
+            available = min(available, max(0, int(limit) - usage))
+        break
+    return available
+
+
+def processes_that_fit(first_peak: int, max_memory: int, available: int) -> int:
+    """How many processes fit, counting the first (already running, at ``first_peak`` bytes) and
+    giving each other one the same peak: within ``max_memory`` bytes if given, else within
+    MEMORY_HEADROOM of what is ``available`` beside the first."""
+    room = max_memory - first_peak if max_memory else MEMORY_HEADROOM * available
+    return 1 + max(0, int(room // max(first_peak, 1)))
 
 
 def reserve_port(host: str, port: int) -> socket.socket:
@@ -153,9 +189,13 @@ class ServerGroup:
             if self.config.metrics_port is not None:  # up from the start, as a single process's is
                 self._serve_metrics()
             self.members = [Member(slot) for slot in range(self.count)]
-            for member in self.members:
+            # The first alone, so that what it takes once loaded says how many copies fit.
+            self._spawn(self.members[0])
+            self._await_ready(self.members[0])
+            self._fit_to_memory()
+            for member in self.members[1:]:
                 self._spawn(member)
-            for member in self.members:
+            for member in self.members[1:]:
                 self._await_ready(member)
         except BaseException:
             self._shutdown(drain=False)
@@ -164,6 +204,23 @@ class ServerGroup:
         log_event(logger, logging.INFO, "server_group_started", address=self.address, processes=self.count,
                   pids=[member.process.pid for member in self.members], metrics_port=self.metrics_port)
         return self
+
+    def _fit_to_memory(self) -> None:
+        """Lowers a CPU-derived process count to what fits in memory; warns about a count given."""
+        first_peak = peak_memory_bytes(self.members[0].process.pid)
+        max_memory = int(self.config.max_memory_mb * 2 ** 20)
+        available = 0 if max_memory else available_memory_bytes()
+        fit = processes_that_fit(first_peak, max_memory, available)
+        if fit >= self.count:
+            return
+        details = dict(wanted=self.count, fit=fit, process_peak_mb=round(first_peak / 2 ** 20),
+                       memory_mb=round((max_memory or available + first_peak) / 2 ** 20),
+                       memory_from="--max-memory-mb" if max_memory else "available")
+        if self.config.processes:  # the operator's count stands
+            log_event(logger, logging.WARNING, "server_processes_may_not_fit", **details)
+            return
+        log_event(logger, logging.WARNING, "server_processes_capped", **details)
+        self.members, self.count = self.members[:fit], fit
 
     def _spawn(self, member: Member) -> None:
         context = multiprocessing.get_context("spawn")

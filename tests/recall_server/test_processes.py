@@ -161,3 +161,52 @@ def test_a_process_that_cannot_start_fails_the_group_with_its_reason_and_exit_co
     assert done.returncode == 2, done.stderr
     assert "listening" not in done.stdout
     assert re.search(r"i2i serve: error: cannot listen on 127\.0\.0\.1:\d+", done.stderr), done.stderr
+
+
+def test_processes_per_cpu_are_lowered_to_what_fits_in_memory(corpus, tmp_path):
+    """--processes 0 asks for one per CPU; a memory budget smaller than two loaded processes keeps one."""
+    cpus = len(os.sched_getaffinity(0))
+    assert cpus >= 2, "one process per CPU is one process here: the cap cannot show"
+    group = Group(corpus, tmp_path, "--processes", "0", "--max-memory-mb", "1")
+    try:
+        assert "processes=1" in group.first_line, group.first_line
+        capped = group.event("server_processes_capped")
+        assert capped["wanted"] == cpus and capped["fit"] == 1 and capped["memory_from"] == "--max-memory-mb"
+        assert capped["process_peak_mb"] > 20  # a loaded Python server, read from /proc
+        assert len(group.event("server_group_started")["pids"]) == 1
+        history = ["n010", "n011", "n012"]
+        assert [note.note_id for note in group.recall(history, k=8).notes] == [
+            n for n, _, _ in brute_force(corpus, history, 8)]
+        code, out = group.stop()
+        assert code == 0 and "1 requests (1 ok, 0 errors)" in out, out
+    finally:
+        group.kill()
+
+
+def test_a_process_count_given_is_kept_with_a_warning_when_it_may_not_fit(corpus, tmp_path):
+    group = Group(corpus, tmp_path, "--processes", "2", "--max-memory-mb", "1")
+    try:
+        assert "processes=2" in group.first_line
+        warned = group.event("server_processes_may_not_fit")
+        assert warned["wanted"] == 2 and warned["fit"] == 1
+        assert len(group.event("server_group_started")["pids"]) == 2
+        assert not [event for event in group.events if event.get("event") == "server_processes_capped"]
+    finally:
+        group.kill()
+
+
+def test_processes_that_fit_count_the_first_and_keep_headroom_of_what_is_available():
+    from recall_server.processes import MEMORY_HEADROOM, available_memory_bytes, processes_that_fit
+
+    mib = 2 ** 20
+    # A budget given: the first's 100 MiB is part of it; 350 MiB hold 3 (a 4th would need 400).
+    assert processes_that_fit(100 * mib, 350 * mib, 0) == 3
+    assert processes_that_fit(100 * mib, 400 * mib, 0) == 4
+    assert processes_that_fit(100 * mib, 50 * mib, 0) == 1  # the running one always stays
+    # Memory found available is beside the first; only MEMORY_HEADROOM of it is handed out.
+    assert MEMORY_HEADROOM == 0.8
+    assert processes_that_fit(100 * mib, 0, 260 * mib) == 3  # 208 MiB for others: 2 more
+    assert processes_that_fit(100 * mib, 0, 240 * mib) == 2  # 192 MiB: 1 more
+    meminfo = Path("/proc/meminfo").read_text()
+    mem_available = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024
+    assert 0 < available_memory_bytes() <= mem_available * 1.05  # no more than the kernel reports (it moves)
