@@ -10,6 +10,7 @@ SIGINT, drains them all.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -117,9 +118,14 @@ def serve_process(config: ServerConfig, conn: Connection, wait_for_index: float,
     try:
         server = RecallServer(config, bind_at_start=True).start(wait_for_index)
     except Exception as exc:  # noqa: BLE001 (every failure goes back to the supervisor)
-        conn.send(("failed", exit_code(exc), str(exc) if isinstance(exc, I2IError) else repr(exc)))
+        with contextlib.suppress(OSError):
+            conn.send(("failed", exit_code(exc), str(exc) if isinstance(exc, I2IError) else repr(exc)))
         return
-    conn.send(("ready", server.port, server.holder.current is not None))
+    try:
+        conn.send(("ready", server.port, server.holder.current is not None))
+    except OSError:  # the supervisor died while this process started: nobody would ever stop it
+        server.stop(0)
+        return
     stop = threading.Event()
 
     def until_told() -> None:
@@ -169,13 +175,18 @@ class ServerGroup:
         self._restarts = None
         self._started_at = 0.0
         self._logs = logging_state()
+        self._previous_handlers: dict[int, Any] = {}
 
     @property
     def address(self) -> str:
         return host_port(self.config.host, self.port)
 
     def start(self) -> "ServerGroup":
+        """Starts the processes. SIGTERM/SIGINT from here on stop the group: during start-up they stop
+        the processes started so far, and ``serve_until_signal`` then returns at once."""
         import prometheus_client  # noqa: F401 (fixed to in-process values here before the directory is set)
+
+        self._catch_signals()
 
         self._reservation = reserve_port(self.config.host, self.config.port)
         self.port = self._reservation.getsockname()[1]
@@ -198,8 +209,14 @@ class ServerGroup:
             for member in self.members[1:]:
                 self._await_ready(member)
         except BaseException:
+            signalled = self._stopping.is_set()  # before _shutdown, which sets it too
             self._shutdown(drain=False)
-            raise
+            if not signalled:
+                self._restore_signals()
+                raise
+            log_event(logger, logging.INFO, "server_group_stopped_while_starting", address=self.address)
+            self._started_at = time.monotonic()
+            return self
         self._started_at = time.monotonic()
         log_event(logger, logging.INFO, "server_group_started", address=self.address, processes=self.count,
                   pids=[member.process.pid for member in self.members], metrics_port=self.metrics_port)
@@ -271,13 +288,21 @@ class ServerGroup:
         self._http, _thread = start_http_server(self.config.metrics_port, addr=self.config.host, registry=registry)
         self.metrics_port = self._http.server_port
 
-    def serve_until_signal(self) -> None:
-        """Restarts members that exit until SIGTERM or SIGINT, then drains every member."""
+    def _catch_signals(self) -> None:
         def on_signal(signum, _frame):
             log_event(logger, logging.INFO, "signal", signal=signal.Signals(signum).name)
             self._stopping.set()
 
-        previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handlers = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+
+    def _restore_signals(self) -> None:
+        for sig, handler in self._previous_handlers.items():
+            signal.signal(sig, handler)
+        self._previous_handlers = {}
+
+    def serve_until_signal(self) -> None:
+        """Restarts members that exit until SIGTERM or SIGINT, then drains every member."""
         try:
             while not self._stopping.is_set():
                 by_sentinel = {member.process.sentinel: member for member in self.members}
@@ -285,9 +310,9 @@ class ServerGroup:
                     if not self._stopping.is_set():
                         self._restart(by_sentinel[sentinel])
         finally:
-            self._shutdown(drain=True)
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            if self.members and self.members[0].process is not None and self._reservation is not None:
+                self._shutdown(drain=True)
+            self._restore_signals()
 
     def _restart(self, member: Member) -> None:
         """Replaces a member that exited, after a delay that doubles while it keeps failing."""

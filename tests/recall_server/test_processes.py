@@ -210,3 +210,49 @@ def test_processes_that_fit_count_the_first_and_keep_headroom_of_what_is_availab
     meminfo = Path("/proc/meminfo").read_text()
     mem_available = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024
     assert 0 < available_memory_bytes() <= mem_available * 1.05  # no more than the kernel reports (it moves)
+
+
+def children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(child) for child in (task / "children").read_text().split()}
+    return found
+
+
+def test_sigterm_while_the_group_starts_stops_every_process_it_started(corpus, tmp_path):
+    """A caller that sees the first process SERVING and stops the server at once (as a job that
+    recalls a few users does) must not leave the later processes running, holding its pipes."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    address = f"127.0.0.1:{port.getsockname()[1]}"
+    port.close()
+    process = subprocess.Popen([I2I, "serve", "--index-dir", str(corpus.index_dir), "--table", corpus.table_url,
+                                "--port", address.rsplit(":", 1)[1], "--processes", "2"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    try:
+        with grpc.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            deadline = time.monotonic() + 60
+            while True:
+                assert time.monotonic() < deadline, "the first process never served"
+                try:
+                    if health.Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                        break
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.05)
+        started = children_of(process.pid)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=90)  # hangs while any process holds the pipes
+        assert process.returncode == 0, err[-3000:]
+        assert "server_group_stopped_while_starting" in err, "the stop came after the start: nothing was shown"
+        deadline = time.monotonic() + 10
+        while any(Path(f"/proc/{pid}").exists() for pid in started) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in started if Path(f"/proc/{pid}").exists()]
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
