@@ -21,6 +21,15 @@ INDEX_CREATED = "i2i_recall_index_created_timestamp_seconds"
 INDEX_CREATED_HELP = "When the served index version was published (Unix time)"
 INDEX_AGE = "i2i_recall_index_age_seconds"
 INDEX_AGE_HELP = "Age of the served index version"
+
+
+def index_age_seconds(created_at: float | None) -> float:
+    """Seconds since an index version was published (NaN when none is served), at scrape time."""
+    import time
+
+    return float("nan") if created_at is None else max(0.0, time.time() - created_at)
+
+
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
 
@@ -97,9 +106,15 @@ class RecallMetrics:
             gauge.set(float("nan"))  # unknown until the first check, never a misleading 0
 
     def _age(self) -> float:
-        import time
+        return index_age_seconds(self._created_at)
 
-        return float("nan") if self._created_at is None else max(0.0, time.time() - self._created_at)
+    def count_neighbour_cache_entries(self, entries: Callable[[], int]) -> None:
+        """Reports ``entries()`` as the cache-entries gauge: at scrape time in one process; in a
+        process group (values in files, no scrape-time callback) whenever lists are stored."""
+        if self.multiprocess:
+            self.neighbour_cache_size = entries
+        else:
+            self.neighbour_cache_entries.set_function(entries)
 
     def freshness(self, created_at: float, newest_embedded_at: float | None, not_indexed: int | None,
                   checked_at: float) -> None:

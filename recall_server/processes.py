@@ -176,6 +176,7 @@ class ServerGroup:
         self._started_at = 0.0
         self._logs = logging_state()
         self._previous_handlers: dict[int, Any] = {}
+        self._shut_down = False
 
     @property
     def address(self) -> str:
@@ -310,8 +311,7 @@ class ServerGroup:
                     if not self._stopping.is_set():
                         self._restart(by_sentinel[sentinel])
         finally:
-            if self.members and self.members[0].process is not None and self._reservation is not None:
-                self._shutdown(drain=True)
+            self._shutdown(drain=True)  # nothing left to do if a stop during start-up already ran it
             self._restore_signals()
 
     def _restart(self, member: Member) -> None:
@@ -343,8 +343,12 @@ class ServerGroup:
         log_event(logger, logging.INFO, "server_process_restarted", slot=member.slot, pid=member.process.pid)
 
     def _shutdown(self, drain: bool) -> None:
-        """Tells every member to drain (or, before they all started, to stop), collects their summaries."""
+        """Tells every member to drain (or, before they all started, to stop), collects their summaries.
+        Runs once: a second call (after a stop during start-up) returns at once."""
         self._stopping.set()
+        if self._shut_down:
+            return
+        self._shut_down = True
         grace = self.config.grace_seconds if drain else 0.0
         for member in self.members:
             if member.process is not None and member.process.is_alive():
@@ -401,9 +405,8 @@ class IndexAgeCollector:
     def collect(self):
         from prometheus_client.core import GaugeMetricFamily
 
-        from recall_server.metrics import INDEX_AGE, INDEX_AGE_HELP, INDEX_CREATED
+        from recall_server.metrics import INDEX_AGE, INDEX_AGE_HELP, INDEX_CREATED, index_age_seconds
 
         created = [sample.value for family in self.source.collect() if family.name == INDEX_CREATED
                    for sample in family.samples if sample.value == sample.value]
-        age = max(0.0, time.time() - max(created)) if created else float("nan")
-        yield GaugeMetricFamily(INDEX_AGE, INDEX_AGE_HELP, value=age)
+        yield GaugeMetricFamily(INDEX_AGE, INDEX_AGE_HELP, value=index_age_seconds(max(created) if created else None))

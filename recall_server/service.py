@@ -153,10 +153,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         self._local_table = str(getattr(table, "url", "")).startswith("parquet:")
         self._fresh = FreshnessBitmaps()
         self._neighbours = NeighbourCaches(int(config.neighbour_cache_mb * 1e6))
-        if metrics.multiprocess:  # a value written to the group's files: updated when lists are stored
-            metrics.neighbour_cache_size = self._neighbours.entries
-        else:
-            metrics.neighbour_cache_entries.set_function(self._neighbours.entries)
+        metrics.count_neighbour_cache_entries(self._neighbours.entries)
 
     def close(self) -> None:
         self._lookups.shutdown(wait=False, cancel_futures=True)
