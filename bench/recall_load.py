@@ -6,17 +6,18 @@ with ``i2i index build`` at its defaults. Then it starts, as processes on loopba
 at its defaults (mode ``serve``), the same without its neighbour cache (mode ``nocache``: every
 history note searched, the cost of notes never seen before) and the server of ``--baseline-ref``
 (the code before the speed work, exported with ``git archive``) as the old benchmark ran it
-(``--nprobe 8``, mode ``baseline``), and drives each with closed-loop clients (grpc.aio, each on its
+(``--nprobe 8``, mode ``baseline``), and the same gRPC stack answering every call with one canned
+response (``bench/grpc_floor_server.py``, mode ``floor``: what the recall work cannot go below), and drives each with closed-loop clients (grpc.aio, each on its
 own connection, spread over a few processes) that send Recall(history of 50 notes, k=200) back to
 back for a fixed time. Prints QPS, p50/p95/p99, errors, server CPU per request (every process of
 the server) with its breakdown (lookup, neighbour cache, quantizer,
 list scan, merge, response, and the rest: gRPC and protobuf), the share of history notes the
 neighbour cache answered, recall@k of the merged list against an exact
-search over all notes, and the ratios between the modes.
+search over all notes, the ratios between the modes, and how much of the server's CPU the floor is.
 
     python bench/recall_load.py [--data tight|loose] [--notes 1000000] [--dim 64] [--history 50] [--k 200]
                                 [--concurrency 8] [--client-processes 2] [--duration 10] [--warmup 2]
-                                [--modes serve,nocache,baseline] [--baseline-ref REF] [--recall-histories 40]
+                                [--modes floor,serve,nocache,baseline] [--baseline-ref REF] [--recall-histories 40]
 """
 from __future__ import annotations
 
@@ -60,7 +61,7 @@ class BenchConfig:
     rate: float = 0.0  # 0 = closed loop (each client sends again as soon as it has an answer); else total requests/s
     seed: int = 42
     cache_dir: Path = Path(tempfile.gettempdir()) / "i2i-bench-recall-load"
-    modes: tuple[str, ...] = ("serve", "nocache", "baseline")
+    modes: tuple[str, ...] = ("floor", "serve", "nocache", "baseline")
     baseline_ref: str = BASELINE_REF
     recall_histories: int = 40
     factory: str = ""  # "" = i2i index build's default
@@ -171,7 +172,8 @@ def baseline_tree(cfg: BenchConfig) -> Path:
 def start_server(cfg: BenchConfig, index_dir: Path, table_url: str, mode: str
                  ) -> tuple[subprocess.Popen, str, int | None]:
     """(process, target, metrics port) of a server for ``mode``: ``serve`` (this tree, `i2i serve`
-    defaults), ``baseline`` (the old code as the old benchmark ran it) or ``per_note``."""
+    defaults), ``baseline`` (the old code as the old benchmark ran it), ``per_note`` or ``floor``
+    (the gRPC stack with a canned answer, as many processes and threads as `i2i serve`)."""
     common = ["--index-dir", str(index_dir), "--table", table_url, "--port", "0", "--wait-for-index", "300"]
     env = dict(os.environ)
     cwd = ROOT
@@ -186,10 +188,12 @@ def start_server(cfg: BenchConfig, index_dir: Path, table_url: str, mode: str
         env["PYTHONPATH"] = str(cwd)
         args = [*common, "--nprobe", str(cfg.nprobe), "--max-history", str(cfg.history),
                 "--workers", str(max(8, cfg.concurrency)), "--table-timeout", "5"]
-    else:
-        raise SystemExit(f"unknown mode {mode!r}: expected serve, nocache, baseline or per_note")
-    process = subprocess.Popen([sys.executable, "-m", "i2i.app.cli", "serve", *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL, text=True, cwd=cwd, env=env)
+    elif mode != "floor":
+        raise SystemExit(f"unknown mode {mode!r}: expected serve, nocache, baseline, per_note or floor")
+    command = [sys.executable, "-m", "i2i.app.cli", "serve", *args] if mode != "floor" else \
+        [sys.executable, str(ROOT / "bench" / "grpc_floor_server.py"), "--port", "0", "--k", str(cfg.k)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, cwd=cwd,
+                               env=env)
     line = process.stdout.readline()
     match = re.search(r"listening on (\S+:\d+)", line)
     if not match:
@@ -427,7 +431,8 @@ def parse(argv: list[str]) -> BenchConfig:
     p.add_argument("--warmup", type=float, default=d.warmup, help="unmeasured seconds before each measurement")
     p.add_argument("--cache-dir", type=Path, default=d.cache_dir, help="where the table and index are kept")
     p.add_argument("--modes", default=",".join(d.modes),
-                   help="servers to run: serve, nocache (serve without the neighbour cache), baseline, per_note")
+                   help="servers to run: floor (the gRPC stack with a canned answer), serve, nocache (serve "
+                        "without the neighbour cache), baseline, per_note")
     args = p.parse_args(argv)
     values = {name: getattr(args, name) for name in vars(args)}
     values["modes"] = tuple(mode for mode in args.modes.split(",") if mode)
@@ -446,7 +451,7 @@ def run_mode(cfg: BenchConfig, mode: str, index_dir: Path, table_url: str, histo
         wait_freshness_checked(metrics_port)
         print(f"[{mode}] server {target} ready in {time.perf_counter() - started:.1f} s; measuring recall, "
               "then driving load", flush=True)
-        recall = measure_recall(cfg, target, recall_histories, truth) if truth else float("nan")
+        recall = measure_recall(cfg, target, recall_histories, truth) if truth and mode != "floor" else float("nan")
         stages_before, cpu_before = stage_cpu(metrics_port), cpu_seconds(process.pid)
         figures = drive(cfg, target, histories)
         server_cpu = cpu_seconds(process.pid) - cpu_before
@@ -510,6 +515,13 @@ def main(argv: list[str] | None = None) -> int:
             b, n = figures[mode], figures["baseline"]
             print(f"{mode} against baseline ({cfg.baseline_ref}): QPS {b['qps'] / n['qps']:.2f}x, p99 "
                   f"{n['p99'] / b['p99']:.2f}x lower, server CPU {n['server_cpu_ms'] / b['server_cpu_ms']:.2f}x lower")
+    for mode in ("serve", "nocache"):
+        if mode in figures and "floor" in figures:
+            b, f = figures[mode], figures["floor"]
+            print(f"[{mode}] the gRPC floor (a canned answer, same clients and processes) is {f['server_cpu_ms']:.2f} "
+                  f"of its {b['server_cpu_ms']:.2f} ms server CPU a request ({100 * f['server_cpu_ms'] / b['server_cpu_ms']:.0f}%); "
+                  f"the recall work adds {b['server_cpu_ms'] - f['server_cpu_ms']:.2f} ms; the floor alone: "
+                  f"{f['qps']:.0f} QPS, p99 {f['p99']:.2f} ms")
     for mode in ("serve", "nocache"):
         if mode in figures:
             b = figures[mode]

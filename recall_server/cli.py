@@ -66,7 +66,8 @@ def serve_parser() -> ArgumentParser:
                         "lowered to what fits, measured on the first process once it has loaded its index "
                         "(0 = what the machine or its cgroup has available; default: %(default)s)")
     p.add_argument("--workers", type=int, default=defaults.workers,
-                   help="request threads per process (default: %(default)s)")
+                   help="request threads per process (0 = by table: 1 for Parquet, 2 for Redis, whose "
+                        "lookups wait on the network; default: %(default)s)")
     p.add_argument("--neighbour-cache-mb", type=float, default=defaults.neighbour_cache_mb,
                    help="memory for the history notes' neighbour lists, per index version (0 = off; "
                         "default: %(default)s)")
@@ -117,7 +118,8 @@ def serve_main(argv: list[str]) -> int:
         logger.warning("no index loaded after %.1f s; serving NOT_SERVING until one loads", args.wait_for_index)
     # The first line on stdout tells scripts (and tests) where the server listens.
     print(f"i2i serve: listening on {server.address} (tls={'on' if config.tls else 'off'}, "
-          f"auth={'on' if config.auth_tokens else 'off'}, merge={config.merge}, processes={processes}"
+          f"auth={'on' if config.auth_tokens else 'off'}, merge={config.merge}, processes={processes}, "
+          f"threads={config.request_threads}"
           + (f", metrics on :{server.metrics_port}" if server.metrics_port is not None else "") + ")", flush=True)
     server.serve_until_signal()
     s = server.summary()

@@ -50,9 +50,11 @@ class ServerConfig:
     # Memory all the processes may use together, in MiB; 0 = what the machine (or its cgroup) has
     # available at start. With processes = 0 the count is lowered to what fits (each holds its own copy).
     max_memory_mb: float = 0.0
-    # Request threads per process. Few: the work holds the GIL for part of each request, and 8
-    # threads in one interpreter spent more CPU handing it over than serving (docs/recall-server.md).
-    workers: int = 2
+    # Request threads per process; 0 = by table: 1 for an in-process table (Parquet: a request never
+    # waits, so a second thread only time-slices the CPU with the first and lengthens the tail), 2 for
+    # one across the network (Redis: one thread works while another waits for its answer). Few: the
+    # work holds the GIL for part of each request (docs/recall-server.md).
+    workers: int = 0
     reuse_port: bool = False  # set for the processes of a group, so they can bind one port together
     # Memory for history notes' unfiltered neighbour lists, per index version (0 = no cache); an entry
     # is about 0.8 KB for 64-d vectors at the first pass's depth of 32 (recall_server/neighbours.py).
@@ -71,11 +73,13 @@ class ServerConfig:
             raise InputError(f"--search-mode must be one of {', '.join(SEARCH_MODES)}, got {self.search_mode!r}")
         positive = {"--max-history": self.max_history, "--max-k": self.max_k,
                     "--max-per-query-k": self.max_per_query_k, "--max-message-bytes": self.max_message_bytes,
-                    "--workers": self.workers, "--search-threads": self.search_threads,
+                    "--search-threads": self.search_threads,
                     "--max-nprobe": self.max_nprobe}
         for name, value in positive.items():
             if value <= 0:
                 raise InputError(f"{name} must be positive, got {value}")
+        if self.workers < 0:
+            raise InputError(f"--workers must be 0 (by table) or positive, got {self.workers}")
         if self.processes < 0:
             raise InputError(f"--processes must be 0 (one per CPU) or positive, got {self.processes}")
         if self.max_memory_mb < 0:
@@ -114,6 +118,13 @@ class ServerConfig:
     @property
     def tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def request_threads(self) -> int:
+        """Request threads per process: ``workers``, or 1 for an in-process table and 2 for a networked one."""
+        if self.workers:
+            return self.workers
+        return 1 if self.table_url.startswith("parquet:") else 2
 
     @property
     def process_count(self) -> int:

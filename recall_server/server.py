@@ -65,7 +65,7 @@ class RecallServer:
                    ("grpc.max_send_message_length", config.max_message_bytes),
                    ("grpc.so_reuseport", 1 if config.reuse_port else 0)]
         # Every request thread caps its own OpenMP team (the setting is per thread).
-        pool = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="recall",
+        pool = futures.ThreadPoolExecutor(max_workers=config.request_threads, thread_name_prefix="recall",
                                           initializer=limit_omp_threads, initargs=(config.search_threads,))
         self._grpc = grpc.server(pool, interceptors=interceptors, options=options)
         self.service = RecallService(config, self.holder, table, self.metrics)

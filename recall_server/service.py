@@ -149,7 +149,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         self.table = table
         self.metrics = metrics
         # Lookups run here so a table that hangs costs the caller at most its deadline, not a stuck call.
-        self._lookups = futures.ThreadPoolExecutor(max_workers=config.workers, thread_name_prefix="lookup")
+        self._lookups = futures.ThreadPoolExecutor(max_workers=config.request_threads, thread_name_prefix="lookup")
         self._local_table = str(getattr(table, "url", "")).startswith("parquet:")
         self._fresh = FreshnessBitmaps()
         self._neighbours = NeighbourCaches(int(config.neighbour_cache_mb * 1e6))

@@ -15,6 +15,7 @@ import redis
 
 from embedding.table import open_table
 from i2i.app.cli import main as i2i_main
+from recall_server.config import ServerConfig
 
 from .conftest import MODEL, server_config
 
@@ -54,6 +55,19 @@ def test_serve_refuses_bad_options(corpus, capsys):
     assert i2i_main(["serve", "--index-dir", str(corpus.index_dir), "--table", corpus.table_url,
                      "--neighbour-cache-mb", "-1"]) == 2
     assert "--neighbour-cache-mb must be 0 (off) or positive" in capsys.readouterr().err
+    assert i2i_main(["serve", "--index-dir", str(corpus.index_dir), "--table", corpus.table_url,
+                     "--workers", "-1"]) == 2
+    assert "--workers must be 0 (by table) or positive, got -1" in capsys.readouterr().err
+
+
+def test_request_threads_follow_the_table_unless_given(corpus):
+    """One thread for a Parquet table (a request never waits), two for Redis (lookups wait on the network)."""
+    redis_url = "redis://127.0.0.1:6379/0"
+    assert corpus.table_url.startswith("parquet:")
+    assert server_config(corpus).request_threads == 1
+    assert ServerConfig(index_dir=str(corpus.index_dir), table_url=redis_url).request_threads == 2
+    assert server_config(corpus, workers=3).request_threads == 3
+    assert ServerConfig(index_dir=str(corpus.index_dir), table_url=redis_url, workers=1).request_threads == 1
 
 
 def test_serve_process_drains_requests_in_flight_on_sigterm(corpus, redis_server, tmp_path):
@@ -68,6 +82,7 @@ def test_serve_process_drains_requests_in_flight_on_sigterm(corpus, redis_server
         first = process.stdout.readline()
         match = re.search(r"listening on (127\.0\.0\.1:\d+)", first)
         assert match, first + process.stderr.read() if process.poll() is not None else first
+        assert "threads=2" in first  # a Redis table: one thread works while another waits on the network
         from recall_server.client import ClientConfig, RecallClient
 
         client = RecallClient(ClientConfig(target=match.group(1), timeout_seconds=10))
