@@ -6,9 +6,14 @@ table's model versions, and then swapped in with one reference assignment. A req
 reference once when it starts, so requests in flight finish on the index they began with and the
 old index is freed when the last of them lets go. A load that fails is counted and logged; the old
 index keeps serving and the failed version is retried after ``retry_seconds``.
+
+Before a swap the heap is settled (``settle_heap``): the version's id map and the table's rows are
+millions of long-lived references, and the first full collection after a load traversed them all,
+stopping every thread of the process for 100-150 ms (more on a loaded machine) while it served.
 """
 from __future__ import annotations
 
+import gc
 import logging
 import threading
 import time
@@ -20,6 +25,19 @@ from recall_server.metrics import RecallMetrics
 
 logger = logging.getLogger("recall_server.holder")
 FULL_RECOUNT = 10  # freshness checks without a change before the notes not indexed are counted anyway
+
+
+def settle_heap() -> tuple[float, int]:
+    """Collects garbage once, then moves every live object out of the cyclic collector's sight.
+
+    Returns (seconds taken, objects frozen). Frozen objects are still freed by reference counting;
+    each settle unfreezes first, so cycles an old version left behind are collected by the next one.
+    """
+    started = time.perf_counter()
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    return time.perf_counter() - started, gc.get_freeze_count()
 
 
 @dataclass(frozen=True)
@@ -110,6 +128,8 @@ class IndexHolder:
                           serving=served.version if served else None, error=f"{type(exc).__name__}: {exc}")
                 return False
             self._failed_at.pop(version, None)
+            seconds, frozen = settle_heap()  # here, on the watcher thread, not in a request's path later
+            log_event(logger, logging.INFO, "heap_settled", seconds=round(seconds, 3), objects_frozen=frozen)
             self._current = loaded  # the atomic swap
             self.loads_ok += 1
             self.metrics.reloads.labels(outcome="ok").inc()
