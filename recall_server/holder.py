@@ -226,6 +226,9 @@ class IndexHolder:
         if self._thread is not None:
             self._thread.join(timeout=30)
             self._thread = None
+        # Hand what was frozen back to the collector, so the interpreter's exit (or the rest of a
+        # process that outlives this server) frees it as usual.
+        gc.unfreeze()
 
     def wait_loaded(self, timeout: float) -> bool:
         """Blocks until an index is served or ``timeout`` seconds pass."""

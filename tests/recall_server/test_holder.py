@@ -144,3 +144,6 @@ def test_a_loaded_version_and_the_table_rows_are_out_of_the_collectors_sight(cor
     assert wait_for(lambda: running.server.holder.current.version != served.version)
     in_sight = {id(item) for item in gc.get_objects()}
     assert id(running.server.holder.current.index.ids) not in in_sight
+
+    running.server.stop(0)  # a stopped server hands them back, so the process's exit frees them as usual
+    assert gc.get_freeze_count() == 0
