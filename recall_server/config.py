@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from embedding.table import is_in_process
 from i2i.core.errors import InputError
 
 MERGE_STRATEGIES = ("max", "sum", "round_robin")
@@ -124,7 +125,7 @@ class ServerConfig:
         """Request threads per process: ``workers``, or 1 for an in-process table and 2 for a networked one."""
         if self.workers:
             return self.workers
-        return 1 if self.table_url.startswith("parquet:") else 2
+        return 1 if is_in_process(self.table_url) else 2
 
     @property
     def process_count(self) -> int:

@@ -7,6 +7,7 @@ prometheus_client was imported) the values live in files the group's supervisor 
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -25,8 +26,6 @@ INDEX_AGE_HELP = "Age of the served index version"
 
 def index_age_seconds(created_at: float | None) -> float:
     """Seconds since an index version was published (NaN when none is served), at scrape time."""
-    import time
-
     return float("nan") if created_at is None else max(0.0, time.time() - created_at)
 
 

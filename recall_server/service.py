@@ -150,7 +150,7 @@ class RecallService(recall_pb2_grpc.RecallServiceServicer):
         self.metrics = metrics
         # Lookups run here so a table that hangs costs the caller at most its deadline, not a stuck call.
         self._lookups = futures.ThreadPoolExecutor(max_workers=config.request_threads, thread_name_prefix="lookup")
-        self._local_table = str(getattr(table, "url", "")).startswith("parquet:")
+        self._local_table = table_module.is_in_process(str(getattr(table, "url", "")))
         self._fresh = FreshnessBitmaps()
         self._neighbours = NeighbourCaches(int(config.neighbour_cache_mb * 1e6))
         metrics.count_neighbour_cache_entries(self._neighbours.entries)

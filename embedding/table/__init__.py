@@ -126,6 +126,12 @@ def check_vectors(note_ids: Sequence[str], vectors: np.ndarray) -> np.ndarray:
 
 
 REDIS_SCHEMES = ("redis://", "rediss://", "redis+cluster://", "rediss+cluster://")
+PARQUET_SCHEME = "parquet:"
+
+
+def is_in_process(url: str) -> bool:
+    """True for a table read into this process (Parquet): its lookups never wait on a network."""
+    return url.startswith(PARQUET_SCHEME)
 
 
 def open_table(url: str) -> EmbeddingTable:
@@ -134,10 +140,10 @@ def open_table(url: str) -> EmbeddingTable:
     ``parquet:DIR``; ``redis://[:password@]host:port/db[?prefix=P&ttl=SECONDS&cluster=1]``,
     ``rediss://`` for TLS, ``redis+cluster://`` (or ``cluster=1``) for Redis Cluster.
     """
-    if url.startswith("parquet:"):
+    if is_in_process(url):
         from embedding.table.parquet import ParquetEmbeddingTable
 
-        return ParquetEmbeddingTable(url[len("parquet:"):])
+        return ParquetEmbeddingTable(url[len(PARQUET_SCHEME):])
     if url.startswith(REDIS_SCHEMES):
         from embedding.table.redis import RedisEmbeddingTable
 
